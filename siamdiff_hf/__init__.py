@@ -1,3 +1,36 @@
-"""siamdiff-hf: protein structure encoders and SiamDiff pre-training for the Hugging Face ecosystem."""
+"""siamdiff-hf: protein structure encoders and SiamDiff pre-training for the Hugging Face ecosystem.
+
+Importing the package registers its configurations and models with transformers' `AutoConfig`/`AutoModel`.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .models import (
+    STAGES,
+    GearNetConfig,
+    GearNetModel,
+    ProteinEncoderOutput,
+    SiamDiffConfig,
+    SiamDiffForPreTraining,
+    SiamDiffPreTrainingOutput,
+)
+from .protein.processor import ProteinStructureProcessor
+from .protein.structure import InvalidStructureError, Protein, parse_structure
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "STAGES",
+    "AutoConfig",
+    "AutoModel",
+    "GearNetConfig",
+    "GearNetModel",
+    "InvalidStructureError",
+    "Protein",
+    "ProteinEncoderOutput",
+    "ProteinStructureProcessor",
+    "SiamDiffConfig",
+    "SiamDiffForPreTraining",
+    "SiamDiffPreTrainingOutput",
+    "parse_structure",
+]

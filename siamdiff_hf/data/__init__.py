@@ -1,0 +1,32 @@
+"""Streaming AlphaFold DB / structure collections through Hugging Face Datasets (see `load_afdb`)."""
+
+from siamdiff_hf.data.afdb import (
+    AFDB_BASE_URL,
+    AFDB_FEATURES,
+    AFDB_MODEL_ORGANISMS,
+    afdb_features,
+    afdb_proteome_urls,
+    load_afdb,
+    protein_to_example,
+    reset_skip_counts,
+    skip_counts,
+)
+from siamdiff_hf.data.prepare import PrepareSummary, prepare_afdb
+from siamdiff_hf.data.sources import SourceError, SourceUnit, resolve_sources
+
+__all__ = [
+    "AFDB_BASE_URL",
+    "AFDB_FEATURES",
+    "AFDB_MODEL_ORGANISMS",
+    "PrepareSummary",
+    "SourceError",
+    "SourceUnit",
+    "afdb_features",
+    "afdb_proteome_urls",
+    "load_afdb",
+    "prepare_afdb",
+    "protein_to_example",
+    "reset_skip_counts",
+    "resolve_sources",
+    "skip_counts",
+]

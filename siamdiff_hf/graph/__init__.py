@@ -1,0 +1,19 @@
+"""Graph construction on packed batches: neighbour search, relational graphs, line graphs, sparse aggregation."""
+
+from .builder import SEQUENTIAL_RELATIONS, atom_graph, gearnet_edge_features, residue_graph
+from .line_graph import line_graph, relational_adjacency, relational_aggregate
+from .neighbors import knn_graph, radius_graph
+from .protein_graph import ProteinGraph
+
+__all__ = [
+    "SEQUENTIAL_RELATIONS",
+    "ProteinGraph",
+    "atom_graph",
+    "gearnet_edge_features",
+    "knn_graph",
+    "line_graph",
+    "radius_graph",
+    "relational_adjacency",
+    "relational_aggregate",
+    "residue_graph",
+]

@@ -1,0 +1,256 @@
+"""GearNet-Edge (Zhang et al. 2023) as TorchDrug v0.2.1 defines it, with sparse relational aggregation.
+
+Reads top-down: relational conv, model. Module names match TorchDrug's so official state dicts load 1:1
+(`layers.{l}.{batch_norm,self_loop,linear}`, `edge_layers.{l}.*`, `batch_norms.{l}`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+
+from ...graph import (
+    ProteinGraph,
+    atom_graph,
+    gearnet_edge_features,
+    line_graph,
+    relational_adjacency,
+    relational_aggregate,
+    residue_graph,
+)
+from ..nodes import atom_nodes, edge_residue_type, residue_nodes
+from ..outputs import ProteinEncoderOutput
+from .configuration_gearnet import GearNetConfig
+
+
+class RelationalGraphConv(nn.Module):
+    """TorchDrug's `GeometricRelationalGraphConv`: ``act(BN(linear(M) + self_loop(x)))``.
+
+    ``M[v] = [sum_{u->v, r=0} x_u | ... | sum_{u->v, r=R-1} x_u]`` is an unnormalised relational sum, computed as
+    one sparse-dense product; ``linear`` then mixes all relations in a single dense matmul.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, num_relation: int, batch_norm: bool, activation: str):
+        super().__init__()
+        self.num_relation = num_relation
+        # Registration order follows TorchDrug so state dicts list keys in the same order.
+        self.batch_norm = nn.BatchNorm1d(out_dim) if batch_norm else None
+        self.self_loop = nn.Linear(in_dim, out_dim)
+        self.linear = nn.Linear(num_relation * in_dim, out_dim)
+        self.activation = ACT2FN[activation] if activation else None
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        """Map (n, in_dim) node features over a (n*R, n) relational adjacency to (n, out_dim)."""
+        hidden = self.linear(relational_aggregate(adjacency, x, self.num_relation)) + self.self_loop(x)
+        if self.batch_norm is not None:
+            hidden = self.batch_norm(hidden)
+        return self.activation(hidden) if self.activation is not None else hidden
+
+
+class GearNetPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading glue shared by GearNet models."""
+
+    config_class = GearNetConfig
+    base_model_prefix = "gearnet"
+    main_input_name = "residue_type"
+    _no_split_modules = ["RelationalGraphConv"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Keep PyTorch's (and so TorchDrug's) default initialisation; transformers 5 would otherwise draw N(0, 0.02).
+        if isinstance(module, nn.Linear | nn.BatchNorm1d | nn.Embedding | nn.LayerNorm):
+            module.reset_parameters()
+
+
+class GearNetModel(GearNetPreTrainedModel):
+    """GearNet-Edge encoder: packed protein batch in, node / residue / protein embeddings out.
+
+    The graph is built on the inputs' device from coordinates (`build_graph`), or passed in ready-made: either as
+    `edge_index`/`edge_type`/`edge_attr` over the model's nodes, or as a `ProteinGraph` (`graph=`), which is how
+    SiamDiff feeds a clean-structure graph over noisy coordinates (`ProteinGraph.with_positions`).
+    """
+
+    def __init__(self, config: GearNetConfig):
+        super().__init__(config)
+        dims = [config.input_dim, *config.hidden_dims]
+        conv = dict(batch_norm=config.batch_norm, activation=config.activation)
+        self.layers = nn.ModuleList(
+            RelationalGraphConv(dims[i], dims[i + 1], config.num_relation, **conv) for i in range(len(dims) - 1)
+        )
+        if config.edge_message_passing:
+            # The edge stream runs one width behind the node stream (TorchDrug: edge_dims = [edge_in] + dims[:-1]).
+            edge_dims = [config.edge_input_dim, *dims[:-1]]
+            self.edge_layers = nn.ModuleList(
+                RelationalGraphConv(edge_dims[i], edge_dims[i + 1], config.num_angle_bin, **conv)
+                for i in range(len(edge_dims) - 1)
+            )
+        if config.batch_norm:
+            self.batch_norms = nn.ModuleList(nn.BatchNorm1d(d) for d in dims[1:])
+        self.post_init()
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the node and protein embeddings."""
+        return self.config.output_dim
+
+    def build_graph(
+        self,
+        residue_type: torch.Tensor,
+        atom_positions: torch.Tensor,
+        atom_mask: torch.Tensor,
+        batch: torch.Tensor,
+        residue_index: torch.Tensor | None = None,
+        chain_index: torch.Tensor | None = None,
+        masked_residues: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        edge_type: torch.Tensor | None = None,
+        edge_attr: torch.Tensor | None = None,
+    ) -> ProteinGraph:
+        """Return the relational graph of a packed batch (DESIGN §4), built on the inputs' device.
+
+        Args:
+            residue_type: (L,) residue ids (TorchDrug order, 20 = unknown).
+            atom_positions: (L, 37, 3) atom37 coordinates; atom_mask: (L, 37) which atoms exist.
+            batch: (L,) protein index of each residue. residue_index: (L,) sequence position used for sequence
+                separation (default: packed index). chain_index: (L,) chain id (default: one chain per protein).
+            masked_residues: (L,) bool, residues whose type is hidden (SiamDiff): zero one-hot, GLY in edge
+                features, and at atom level only N, CA, C kept.
+            edge_index, edge_type, edge_attr: a graph of your own over the model's nodes (residues, or atoms in
+                ``atom_mask.nonzero()`` order); edge features are computed when `edge_attr` is omitted.
+        """
+        config = self.config
+        num_residues = residue_type.shape[0]
+        if residue_index is None:
+            residue_index = torch.arange(num_residues, device=residue_type.device)
+        if chain_index is None:
+            chain_index = batch
+        if config.level == "residue":
+            nodes = residue_nodes(residue_type, atom_positions, batch, masked_residues)
+        else:
+            nodes = atom_nodes(residue_type, atom_positions, atom_mask, batch, masked_residues)
+        node_index = residue_index[nodes.residue]
+        if edge_index is None:
+            if config.level == "residue":
+                edge_index, edge_type, _ = residue_graph(
+                    nodes.positions, nodes.batch, chain_index, node_index,
+                    sequential_max_distance=config.sequential_max_distance, radius=config.radius,
+                    knn_k=config.knn_k, min_distance=config.min_distance, max_num_neighbors=config.max_num_neighbors,
+                )  # fmt: skip
+            else:
+                edge_index, edge_type, _ = atom_graph(
+                    nodes.positions, nodes.batch, node_index, radius=config.radius,
+                    min_distance=config.min_distance, max_num_neighbors=config.max_num_neighbors,
+                )  # fmt: skip
+        elif edge_type is None:
+            edge_type = torch.zeros(edge_index.shape[1], dtype=torch.long, device=edge_index.device)
+        if edge_attr is None and config.edge_message_passing:
+            types = edge_residue_type(residue_type, masked_residues)[nodes.residue]
+            edge_attr = gearnet_edge_features(
+                edge_index, edge_type, config.num_relation, types, node_index, nodes.positions
+            )
+        num_graphs = int(batch.max()) + 1 if num_residues else 0
+        return ProteinGraph(
+            node_features=nodes.features, positions=nodes.positions, node_batch=nodes.batch,
+            node_residue=nodes.residue, edge_index=edge_index, edge_type=edge_type, edge_attr=edge_attr,
+            num_relation=config.num_relation, num_graphs=num_graphs, num_residues=num_residues,
+        )  # fmt: skip
+
+    def forward(
+        self,
+        residue_type: torch.Tensor | None = None,
+        atom_positions: torch.Tensor | None = None,
+        atom_mask: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
+        residue_index: torch.Tensor | None = None,
+        chain_index: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        edge_type: torch.Tensor | None = None,
+        edge_attr: torch.Tensor | None = None,
+        graph: ProteinGraph | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ProteinEncoderOutput | tuple:
+        """Encode a packed batch (the processor's outputs) or a ready `ProteinGraph`.
+
+        Returns `ProteinEncoderOutput`: `node_embeddings` (n, D), `residue_embeddings` (L, D) (atom level: mean of
+        the residue's atoms), `protein_embeddings` (B, D) (sum or mean readout), `batch` (L,), `node_batch` (n,),
+        `node_residue` (n,), and `hidden_states` (input, then each layer) when asked.
+        """
+        if graph is None:
+            if residue_type is None or atom_positions is None or atom_mask is None or batch is None:
+                raise ValueError("pass residue_type, atom_positions, atom_mask and batch (or a ready `graph`)")
+            graph = self.build_graph(
+                residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
+                edge_index=edge_index, edge_type=edge_type, edge_attr=edge_attr,
+            )  # fmt: skip
+        hidden_states = self.encode(graph)
+        node_embeddings = torch.cat(hidden_states[1:], dim=-1) if self.config.concat_hidden else hidden_states[-1]
+        protein_embeddings = _scatter(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
+        if self.config.level == "residue":
+            residue_embeddings = node_embeddings
+        else:
+            residue_embeddings = _scatter(node_embeddings, graph.node_residue, graph.num_residues, "mean")
+        residue_batch = batch if batch is not None else _residue_batch(graph)
+        want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output = ProteinEncoderOutput(
+            node_embeddings=node_embeddings, residue_embeddings=residue_embeddings,
+            protein_embeddings=protein_embeddings, batch=residue_batch, node_batch=graph.node_batch,
+            node_residue=graph.node_residue, hidden_states=tuple(hidden_states) if want_hidden else None,
+        )  # fmt: skip
+        use_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if use_dict else output.to_tuple()
+
+    def encode(self, graph: ProteinGraph) -> list[torch.Tensor]:
+        """Return the node features before the first layer and after each layer (TorchDrug §3.6 exactly)."""
+        if graph.node_features.shape[-1] != self.config.input_dim:
+            raise ValueError(
+                f"node features are {graph.node_features.shape[-1]} wide, model expects {self.config.input_dim}"
+            )
+        adjacency = relational_adjacency(graph.edge_index, graph.edge_type, graph.num_nodes, graph.num_relation)
+        if self.config.edge_message_passing:
+            if graph.edge_attr is None or graph.edge_attr.shape[-1] != self.config.edge_input_dim:
+                width = None if graph.edge_attr is None else graph.edge_attr.shape[-1]
+                raise ValueError(f"edge_attr must be {self.config.edge_input_dim} wide, got {width}")
+            line_index, line_type = line_graph(
+                graph.edge_index, graph.num_nodes, graph.positions, self.config.num_angle_bin
+            )
+            line_adjacency = relational_adjacency(line_index, line_type, graph.num_edges, self.config.num_angle_bin)
+            # Edge messages reach their target node per relation: "sources" of this adjacency are the edges.
+            edge_ids = torch.arange(graph.num_edges, device=graph.edge_index.device)
+            edge_to_node = relational_adjacency(
+                torch.stack([edge_ids, graph.edge_index[1]]), graph.edge_type, graph.num_nodes, graph.num_relation,
+                num_sources=graph.num_edges,
+            )  # fmt: skip
+            edge_hidden = graph.edge_attr
+        x = graph.node_features
+        hidden_states = [x]
+        for i, layer in enumerate(self.layers):
+            hidden = layer(x, adjacency)
+            if self.config.short_cut and hidden.shape == x.shape:
+                hidden = hidden + x
+            if self.config.edge_message_passing:
+                edge_hidden = self.edge_layers[i](edge_hidden, line_adjacency)
+                # The edge update reuses the node conv's own `linear` (TorchDrug quirk #1 in the reference).
+                update = layer.linear(relational_aggregate(edge_to_node, edge_hidden, graph.num_relation))
+                hidden = hidden + torch.relu(update)
+            if self.config.batch_norm:
+                hidden = self.batch_norms[i](hidden)
+            hidden_states.append(hidden)
+            x = hidden
+        return hidden_states
+
+
+def _scatter(values: torch.Tensor, index: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
+    """Return (size, D) sums or means of `values` rows grouped by `index` (empty groups give zeros)."""
+    out = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
+    if reduce == "mean":
+        count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
+        out = out / count.unsqueeze(-1)
+    return out
+
+
+def _residue_batch(graph: ProteinGraph) -> torch.Tensor:
+    """Return (L,) protein index of each residue row, read off the graph's nodes."""
+    residue_batch = graph.node_batch.new_zeros(graph.num_residues)
+    return residue_batch.index_copy_(0, graph.node_residue, graph.node_batch)
