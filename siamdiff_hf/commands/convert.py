@@ -20,14 +20,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", type=Path, help="TorchDrug .pth file (encoder or whole-task state dict)")
     parser.add_argument("--output", "-o", type=Path, required=True, help="output folder")
-    parser.add_argument("--model", choices=["gearnet"], default="gearnet", help="architecture of the checkpoint")
+    parser.add_argument("--model", choices=sorted(CONVERTERS), default="gearnet", help="architecture of the checkpoint")
     parser.add_argument("--level", choices=["residue", "atom"], help="graph level (default: from the input width)")
     parser.set_defaults(func=run)
 
 
+def _convert_gearnet(state_dict: dict, level: str | None):
+    return convert_gearnet_state_dict(state_dict, level=level)
+
+
+# --model NAME -> function(state_dict, level) returning a PreTrainedModel with its weights loaded.
+CONVERTERS = {"gearnet": _convert_gearnet}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        model = convert_gearnet_state_dict(load_torch_state_dict(args.checkpoint), level=args.level)
+        model = CONVERTERS[args.model](load_torch_state_dict(args.checkpoint), args.level)
     except (CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}")
         return 2
@@ -36,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
     ProteinStructureProcessor().save_pretrained(args.output)
     card = build_model_card(
         model.config,
-        title=f"GearNet-Edge ({model.config.level} level), converted from {args.checkpoint.name}",
+        title=f"{type(model).__name__} ({getattr(model.config, 'level', 'residue')} level), converted from "
+        f"{args.checkpoint.name}",
         description=f"TorchDrug checkpoint `{args.checkpoint.name}` converted with `siamdiff-hf convert-torchdrug`. "
-        "Outputs match TorchDrug's GearNet-Edge on the same graph.",
+        "Outputs match the official implementation on the same graph.",
         settings={"source checkpoint": args.checkpoint.name},
     )
     card.save(args.output / "README.md")
     params = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.checkpoint} -> {args.output} ({model.config.level} level, {params:,} parameters)")
+    print(f"converted {args.checkpoint} -> {args.output} ({type(model).__name__}, {params:,} parameters)")
     return 0

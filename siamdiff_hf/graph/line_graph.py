@@ -29,9 +29,9 @@ def line_graph(
 
     Returns:
         ``lg_edge_index`` (2, P) long over edge ids of G, source e1 = (a -> b), target e2 = (b -> c), sorted by
-        e2 then e1; ``lg_edge_type`` (P,) long
-        ``min(floor(theta / pi * num_angle_bin), num_angle_bin - 1)`` with theta = atan2(|v1 x v2|, v1 . v2) the
-        angle at b between v1 = pos[c] - pos[b] and v2 = pos[a] - pos[b] (zero vectors: theta = 0, bin 0).
+        e2 then e1, with P = sum_b indeg(b) * outdeg(b); ``lg_edge_type`` (P,) long angle bin
+        ``min(floor(theta / pi * num_angle_bin), num_angle_bin - 1)``, theta = atan2(|v1 x v2|, v1 . v2) the angle
+        at b between v1 = pos[c] - pos[b] and v2 = pos[a] - pos[b] (zero vectors: theta = 0, bin 0).
     """
     source, target = edge_index
     device = edge_index.device

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchdrug_reference import reference_shapes
 from transformers import AutoConfig, AutoModel
 
 from siamdiff_hf import GearNetConfig, GearNetModel, ProteinStructureProcessor
@@ -45,38 +46,6 @@ def to64(batch):
 
 
 # --- architecture -------------------------------------------------------------------------------------------------
-def reference_shapes(level: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the TorchDrug state dicts, written out from reference §4.1 / §4.2."""
-    if level == "residue":
-        node = [(21, 512)] + [(512, 512)] * 5
-        edge = [(59, 21), (21, 512)] + [(512, 512)] * 4
-        relations, bins = 7, 8
-    else:
-        node = [(39, 128)] + [(128, 128)] * 5
-        edge = [(53, 39), (39, 128)] + [(128, 128)] * 4
-        relations, bins = 1, 8
-    shapes = {}
-
-    def conv(prefix, in_dim, out_dim, r):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.batch_norm.{name}"] = (out_dim,)
-        shapes[f"{prefix}.batch_norm.num_batches_tracked"] = ()
-        shapes[f"{prefix}.self_loop.weight"] = (out_dim, in_dim)
-        shapes[f"{prefix}.self_loop.bias"] = (out_dim,)
-        shapes[f"{prefix}.linear.weight"] = (out_dim, r * in_dim)
-        shapes[f"{prefix}.linear.bias"] = (out_dim,)
-
-    for i, (a, b) in enumerate(node):
-        conv(f"layers.{i}", a, b, relations)
-    for i, (a, b) in enumerate(edge):
-        conv(f"edge_layers.{i}", a, b, bins)
-    for i, (_, b) in enumerate(node):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"batch_norms.{i}.{name}"] = (b,)
-        shapes[f"batch_norms.{i}.num_batches_tracked"] = ()
-    return shapes
-
-
 @pytest.mark.parametrize(("level", "count"), [("residue", 20_145_635), ("atom", 834_503)])
 def test_parameter_count_and_state_dict_match_torchdrug(level, count):
     config = GearNetConfig() if level == "residue" else GearNetConfig(level="atom")

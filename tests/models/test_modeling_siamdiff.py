@@ -122,7 +122,8 @@ def single_trajectory_structure_loss(prediction, target, batch) -> float:
 def test_diffpret_counts_the_single_trajectory_twice(inputs):
     torch.manual_seed(0)
     model = tiny(use_mutual_information=False).eval()
-    out = model(**inputs, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(**inputs, generator=torch.Generator().manual_seed(0))
     single = single_trajectory_structure_loss(out.structure_prediction, out.structure_target, inputs["batch"])
     assert out.structure_loss.item() == pytest.approx(2 * single, rel=1e-5)
     assert out.loss.item() == pytest.approx(0.5 * out.structure_loss.item() + 0.5 * out.sequence_loss.item(), rel=1e-6)
