@@ -5,6 +5,7 @@ Importing the package registers its configurations and models with transformers'
 
 from transformers import AutoConfig, AutoModel
 
+from .data import load_afdb
 from .models import (
     STAGES,
     GearNetConfig,
@@ -32,5 +33,6 @@ __all__ = [
     "SiamDiffConfig",
     "SiamDiffForPreTraining",
     "SiamDiffPreTrainingOutput",
+    "load_afdb",
     "parse_structure",
 ]

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, ClassVar
+from importlib import resources
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
+from siamdiff_hf.protein import constants as C
 from siamdiff_hf.protein.structure import BACKENDS, InvalidStructureError, Protein, parse_structure
 
+if TYPE_CHECKING:
+    from transformers import EsmTokenizer
+
 MODEL_INPUT_NAMES: tuple[str, ...] = ("residue_type", "atom_positions", "atom_mask", "batch", "chain_index")
+ESM_INPUT_NAME: str = "esm_input_ids"
 
 
 class ProteinStructureProcessor(FeatureExtractionMixin):
@@ -26,10 +33,14 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
         random_crop: draw the window start uniformly (every start possible); False takes the first residues.
         backend: parser for files and bytes, ``"gemmi"`` (fast) or ``"biopython"``; both give identical arrays.
         chain: keep only this chain id (or list of ids) of every structure; None keeps all chains.
+        include_esm_tokens: also emit ``esm_input_ids`` for ESM-GearNet (ESM-2 alphabet, `esm_tokenizer`).
 
     Output (`BatchFeature`, N = residues in the batch): ``residue_type`` (N,) long, ``atom_positions`` (N, 37, 3)
     float32, ``atom_mask`` (N, 37) bool, ``batch`` (N,) long protein index, ``chain_index`` (N,) long chain
-    number, unique across the whole batch (two proteins never share one).
+    number, unique across the whole batch (two proteins never share one); with ``include_esm_tokens``, also
+    ``esm_input_ids`` (N,) long: the ESM token of each residue row ('X' for unknown residues), without
+    ``<cls>``/``<eos>``. One token per residue keeps ESM aligned with the structure through packing and
+    cropping; the model adds ``<cls>``/``<eos>`` per chain or window (see `EsmGearNetConfig`).
     """
 
     model_input_names: ClassVar[list[str]] = list(MODEL_INPUT_NAMES)
@@ -40,6 +51,7 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
         random_crop: bool = False,
         backend: str = "gemmi",
         chain: str | list[str] | None = None,
+        include_esm_tokens: bool = False,
         **kwargs,
     ):
         if crop_length is not None and int(crop_length) < 1:
@@ -52,6 +64,7 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
         self.random_crop = bool(random_crop)
         self.backend = backend
         self.chain = chain
+        self.include_esm_tokens = bool(include_esm_tokens)
 
     def __call__(self, items: Any, return_tensors: str | None = "pt", generator: Any = None) -> BatchFeature:
         """Return the packed model inputs of one item or a list of items.
@@ -74,7 +87,10 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
         if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
             generator = np.random.default_rng(int(generator))  # one stream, so proteins get different starts
         proteins = [self._crop(self.to_protein(item, index), generator) for index, item in enumerate(items)]
-        return BatchFeature(pack(proteins), tensor_type="pt" if return_tensors == "pt" else None)
+        arrays = pack(proteins)
+        if self.include_esm_tokens:
+            arrays[ESM_INPUT_NAME] = esm_token_ids(arrays["residue_type"])
+        return BatchFeature(arrays, tensor_type="pt" if return_tensors == "pt" else None)
 
     def collate(self, examples: list[Any]) -> BatchFeature:
         """Return the packed torch inputs of a list of examples: a ``collate_fn`` for a DataLoader."""
@@ -135,3 +151,25 @@ def pack(proteins: list[Protein]) -> dict[str, np.ndarray]:
         "batch": np.repeat(np.arange(len(proteins), dtype=np.int64), [p.length for p in proteins]),
         "chain_index": np.concatenate(chain_index).astype(np.int64),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def esm_tokenizer() -> EsmTokenizer:
+    """Return the ESM-2 `EsmTokenizer` built from the vocabulary the package ships (33 tokens, fair-esm order)."""
+    from transformers import EsmTokenizer
+
+    vocab = resources.files("siamdiff_hf").joinpath("resources", "esm", "vocab.txt")
+    with resources.as_file(vocab) as path:
+        return EsmTokenizer(str(path))
+
+
+@functools.lru_cache(maxsize=1)
+def esm_residue_tokens() -> np.ndarray:
+    """Return (21,) the ESM token id of each residue id (TorchDrug order; the unknown id 20 becomes 'X')."""
+    letters = [*C.RESIDUE_LETTERS, "X"]
+    return np.asarray(esm_tokenizer().convert_tokens_to_ids(letters), dtype=np.int64)
+
+
+def esm_token_ids(residue_type: np.ndarray) -> np.ndarray:
+    """Return (N,) ESM token ids of (N,) residue ids: one token per residue, no ``<cls>``/``<eos>``."""
+    return esm_residue_tokens()[np.clip(np.asarray(residue_type, dtype=np.int64), 0, C.UNKNOWN_RESIDUE)]

@@ -10,7 +10,13 @@ import pytest
 import torch
 from Bio.PDB import PDBParser
 
-from siamdiff_hf.protein.processor import MODEL_INPUT_NAMES, ProteinStructureProcessor
+from siamdiff_hf.protein.processor import (
+    ESM_INPUT_NAME,
+    MODEL_INPUT_NAMES,
+    ProteinStructureProcessor,
+    esm_token_ids,
+    esm_tokenizer,
+)
 from siamdiff_hf.protein.structure import InvalidStructureError, Protein, parse_structure
 
 DTYPES = {
@@ -133,6 +139,23 @@ def test_save_and_load_round_trip(tmp_path):
     default = ProteinStructureProcessor()
     default.save_pretrained(tmp_path / "default")
     assert ProteinStructureProcessor.from_pretrained(tmp_path / "default").to_dict() == default.to_dict()
+
+
+def test_esm_tokens_follow_the_packed_residues(tmp_path, proteins):
+    processor = ProteinStructureProcessor(crop_length=40, include_esm_tokens=True)
+    out = processor(proteins)
+    assert set(out.keys()) == {*MODEL_INPUT_NAMES, ESM_INPUT_NAME}
+    assert out[ESM_INPUT_NAME].dtype == torch.long and out[ESM_INPUT_NAME].shape == out["residue_type"].shape
+    sequence = "".join(p.sequence[:40] for p in proteins)
+    assert out[ESM_INPUT_NAME].tolist() == esm_tokenizer().convert_tokens_to_ids(list(sequence))
+    unknown = esm_token_ids(np.array([20, 0, 14]))  # unknown -> 'X', GLY -> 'G', MET -> 'M'
+    assert unknown.tolist() == esm_tokenizer().convert_tokens_to_ids(["X", "G", "M"])
+    processor.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["include_esm_tokens"] is True
+    loaded = ProteinStructureProcessor.from_pretrained(tmp_path)
+    assert loaded.include_esm_tokens and torch.equal(loaded(proteins)[ESM_INPUT_NAME], out[ESM_INPUT_NAME])
+    collated = processor.collate([p.to_dict() for p in proteins])
+    assert torch.equal(collated[ESM_INPUT_NAME], out[ESM_INPUT_NAME])
 
 
 def test_collate_with_dataloader(proteins):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -187,8 +188,11 @@ class SiamDiffForPreTraining(SiamDiffPreTrainedModel):
 
         structure_losses, sequence_losses, accuracies, predictions = [], [], [], []
         for own, other in (trajectories, trajectories[::-1]):
-            structure_loss, prediction, target = self._structure_loss(own, other.hidden, timesteps)
-            sequence_loss, accuracy = self._sequence_loss(own.noisy, other.hidden, residue_type, masked_index, batch)
+            with record_function("siamdiff.heads"):
+                structure_loss, prediction, target = self._structure_loss(own, other.hidden, timesteps)
+                sequence_loss, accuracy = self._sequence_loss(
+                    own.noisy, other.hidden, residue_type, masked_index, batch
+                )
             structure_losses.append(structure_loss)
             sequence_losses.append(sequence_loss)
             accuracies.append(accuracy)

@@ -1,0 +1,120 @@
+"""ESM-GearNet (series fusion) configuration."""
+
+from __future__ import annotations
+
+from transformers import EsmConfig, PretrainedConfig
+
+from ..gearnet import GearNetConfig
+
+DEFAULT_ESM_NAME = "facebook/esm2_t33_650M_UR50D"
+
+# The architecture of `facebook/esm2_t33_650M_UR50D` (its config.json on the Hub, written out so that building the
+# default model needs no download; reference gvp_esm_hf §2.3).
+ESM2_650M: dict = dict(
+    vocab_size=33, hidden_size=1280, num_hidden_layers=33, num_attention_heads=20, intermediate_size=5120,
+    hidden_act="gelu", max_position_embeddings=1026, layer_norm_eps=1e-5, hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0, position_embedding_type="rotary", token_dropout=True,
+    emb_layer_norm_before=False, pad_token_id=1, mask_token_id=32, initializer_range=0.02,
+)  # fmt: skip
+
+# The structure half of the paper's ESM-GearNet: residue GearNet without edge message passing (reference
+# siamdiff_torchdrug §1.4): [512]x6, 7 relations, batch norm, short cut, concat of all layers, sum readout.
+GEARNET_DEFAULTS: dict = dict(level="residue", hidden_dims=[512] * 6, edge_input_dim=0, num_angle_bin=0, readout="sum")
+
+
+def esm2_config(**overrides) -> EsmConfig:
+    """Return an ESM-2 `EsmConfig`: the 650M architecture, with any argument overridden (e.g. a tiny test model)."""
+    return EsmConfig(**{**ESM2_650M, **overrides})
+
+
+class EsmGearNetConfig(PretrainedConfig):
+    r"""Configuration of ESM-GearNet (Zhang et al. 2023, "series" fusion): ESM-2 residue embeddings feed a GearNet.
+
+    `EsmGearNetConfig()` is the paper's model: ESM-2 650M (33 layers, 1280 wide) whose last hidden state (after
+    the final LayerNorm) is the node input of a residue GearNet (1280 -> [512]x6, 7 relations, no edge message
+    passing, sum readout). Residue embedding = concat(ESM, GearNet) (1280 + 3072 = 4352 wide); protein embedding
+    = concat(mean over residues of ESM, sum over residues of GearNet).
+
+    Args:
+        esm_config (`EsmConfig` or `dict`, *optional*): the sequence model. Defaults to the architecture of
+            `facebook/esm2_t33_650M_UR50D` (random weights; load real ones with
+            `EsmGearNetModel.from_esm_pretrained`). A dict overrides those defaults (e.g. only the sizes of a
+            smaller ESM-2). Any ESM-2 size works.
+        gearnet_config (`GearNetConfig` or `dict`, *optional*): the structure model; must be residue level. Its
+            `input_dim` is always set to the ESM hidden size. Defaults to [512]x6, 7 relations, no edge message
+            passing (`edge_input_dim=0, num_angle_bin=0`), sum readout.
+        freeze_sequence_model (`bool`, defaults to `True`): ESM parameters get `requires_grad=False`, ESM runs
+            under `torch.no_grad()` and stays in eval mode (official pre-training: `fix_sequence_model: True`).
+        esm_learning_rate_ratio (`float`, defaults to 0.1): learning rate of the ESM parameters relative to the
+            rest in `EsmGearNetModel.parameter_groups` (official fine-tuning: `sequence_model_lr_ratio: 0.1`;
+            0 leaves ESM out of the optimiser).
+        masked_residues_as_glycine (`bool`, defaults to `True`): residues masked by SiamDiff reach ESM as 'G', as in
+            the official code (residue type set to 0 = GLY); `False` gives them the ESM `<mask>` token.
+        esm_window (`int`, defaults to 1022): most residues per ESM pass (ESM-2 was trained on 1022 residues plus
+            `<cls>`/`<eos>`). Longer sequences run in overlapping windows of this many residues.
+        esm_window_overlap (`int`, *optional*): residues shared by consecutive windows; defaults to
+            ``esm_window // 4`` (255 for 1022). Each residue takes its embedding from the window whose centre is
+            nearest to it, so every residue gets exactly one embedding with at least `esm_window_overlap // 2`
+            residues of context on each side (where the sequence has them). Every window gets its own
+            `<cls>`/`<eos>`.
+        esm_split_chains (`bool`, defaults to `True`): one ESM sequence per chain (chains change wherever
+            `chain_index` or `batch` changes); `False` runs the chains of a protein as one concatenated sequence
+            (TorchDrug's behaviour, which has no chain boundaries).
+        esm_name_or_path (`str`, defaults to `"facebook/esm2_t33_650M_UR50D"`): where the ESM weights came from
+            (informative; nothing is loaded from it by the config).
+    """
+
+    model_type = "esm_gearnet"
+    sub_configs = {"esm_config": EsmConfig, "gearnet_config": GearNetConfig}
+
+    def __init__(
+        self,
+        esm_config: EsmConfig | dict | None = None,
+        gearnet_config: GearNetConfig | dict | None = None,
+        freeze_sequence_model: bool = True,
+        esm_learning_rate_ratio: float = 0.1,
+        masked_residues_as_glycine: bool = True,
+        esm_window: int = 1022,
+        esm_window_overlap: int | None = None,
+        esm_split_chains: bool = True,
+        esm_name_or_path: str = DEFAULT_ESM_NAME,
+        **kwargs,
+    ):
+        if esm_config is None:
+            esm_config = esm2_config()
+        elif isinstance(esm_config, dict):
+            esm_config = esm2_config(**{k: v for k, v in esm_config.items() if k != "model_type"})
+        if esm_config.position_embedding_type != "rotary" or esm_config.emb_layer_norm_before:
+            raise ValueError("esm_config must describe an ESM-2 model (rotary positions, no embedding LayerNorm)")
+        if gearnet_config is None:
+            gearnet_config = dict(GEARNET_DEFAULTS)
+        if isinstance(gearnet_config, dict):
+            gearnet_config = {k: v for k, v in gearnet_config.items() if k != "model_type"}
+            gearnet_config = GearNetConfig(**{**gearnet_config, "input_dim": esm_config.hidden_size})
+        if gearnet_config.level != "residue":
+            raise ValueError("the structure model of ESM-GearNet must be residue level")
+        gearnet_config.input_dim = esm_config.hidden_size
+        if not 1 <= esm_window <= esm_config.max_position_embeddings - 4:
+            raise ValueError(f"esm_window must lie in [1, {esm_config.max_position_embeddings - 4}], got {esm_window}")
+        if esm_window_overlap is None:
+            esm_window_overlap = esm_window // 4
+        if not 0 <= esm_window_overlap < esm_window:
+            raise ValueError(f"esm_window_overlap must lie in [0, esm_window), got {esm_window_overlap}")
+        if esm_learning_rate_ratio < 0:
+            raise ValueError(f"esm_learning_rate_ratio must be >= 0, got {esm_learning_rate_ratio}")
+        self.esm_config = esm_config
+        self.gearnet_config = gearnet_config
+        self.freeze_sequence_model = freeze_sequence_model
+        self.esm_learning_rate_ratio = esm_learning_rate_ratio
+        self.masked_residues_as_glycine = masked_residues_as_glycine
+        self.esm_window = esm_window
+        self.esm_window_overlap = esm_window_overlap
+        self.esm_split_chains = esm_split_chains
+        self.esm_name_or_path = esm_name_or_path
+        self.level = "residue"
+        super().__init__(**kwargs)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the residue and protein embeddings: ESM hidden size + GearNet output width."""
+        return self.esm_config.hidden_size + self.gearnet_config.output_dim
