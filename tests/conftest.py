@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests never reach the Hub; without this every look-up retries for ~30 s before failing.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The test graphs are small: one thread per process is faster than two on a 2-core machine, and it keeps
+# subprocess tests (two accelerate ranks, CLI runs) from oversubscribing the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 STRUCTURE_PATHS = sorted(DATA_DIR.glob("*.pdb.gz"))

@@ -29,8 +29,16 @@ def _convert_gearnet(state_dict: dict, level: str | None):
     return convert_gearnet_state_dict(state_dict, level=level)
 
 
+def _convert_gvp(state_dict: dict, level: str | None):
+    from ..convert.gvp import convert_gvp_state_dict
+
+    if level not in (None, "atom"):
+        raise CheckpointError("GVP is an atom-level model: leave --level out or pass --level atom")
+    return convert_gvp_state_dict(state_dict)
+
+
 # --model NAME -> function(state_dict, level) returning a PreTrainedModel with its weights loaded.
-CONVERTERS = {"gearnet": _convert_gearnet}
+CONVERTERS = {"gearnet": _convert_gearnet, "gvp": _convert_gvp}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "convert-fair-esm",
         help="convert a fair-esm ESM-2 checkpoint (.pt) into a transformers EsmModel folder",
         description="Convert a fair-esm ESM-2 checkpoint (e.g. esm2_t33_650M_UR50D.pt, read with weights_only=True; "
-        "a sibling <stem>-contact-regression.pt is merged when present) into a folder that "
-        "EsmModel.from_pretrained and EsmGearNetModel.from_esm_pretrained load. The LM head is dropped.",
+        "a sibling <stem>-contact-regression.pt is merged when present) into a folder with the model and its "
+        "tokenizer. Load it with EsmModel.from_pretrained(DIR, add_pooling_layer=False) or "
+        "EsmGearNetModel.from_esm_pretrained(DIR). The LM head is dropped.",
     )
     parser.add_argument("checkpoint", type=Path, help="fair-esm ESM-2 .pt file")
     parser.add_argument("--output", "-o", type=Path, required=True, help="output folder")

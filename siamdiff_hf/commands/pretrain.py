@@ -17,8 +17,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="YAML run config (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
-    parser.add_argument("--resume", nargs="?", const="latest", metavar="latest|PATH",
-                        help="continue from the newest checkpoint in OUTPUT_DIR/checkpoints (or from PATH)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="latest|PATH",
+        help="continue from the newest checkpoint in OUTPUT_DIR/checkpoints (or from PATH)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUTPUT_DIR/encoder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--dry-run", action="store_true", help="validate the config, print it and exit")
@@ -56,4 +61,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
-

@@ -3,6 +3,7 @@
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from .gearnet import GearNetConfig, GearNetModel
+from .gvp import GVPConfig, GVPModel
 from .outputs import ProteinEncoderOutput
 from .siamdiff import STAGES, SiamDiffConfig, SiamDiffForPreTraining, SiamDiffPreTrainingOutput
 
@@ -13,6 +14,8 @@ AutoModelForPreTraining.register(SiamDiffConfig, SiamDiffForPreTraining, exist_o
 
 __all__ = [
     "STAGES",
+    "GVPConfig",
+    "GVPModel",
     "GearNetConfig",
     "GearNetModel",
     "ProteinEncoderOutput",

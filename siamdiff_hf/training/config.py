@@ -56,8 +56,8 @@ class ModelConfig:
         ``esm_gearnet``); e.g. ``{model_type: gearnet, level: residue}`` is the paper's residue GearNet-Edge.
     siamdiff: `SiamDiffConfig` arguments shared by all stages (``use_mutual_information: false`` = DiffPreT).
     init_from: folder or Hub id of a `SiamDiffForPreTraining` to start from instead of random weights.
-    encoder_from: folder or Hub id of an encoder whose weights (and config) initialise the encoder, e.g. an
-        ESM-GearNet export holding ESM-2 weights; ``encoder`` is then ignored.
+    encoder_from: folder or Hub id of an encoder whose weights and config initialise the encoder, e.g. an
+        ESM-GearNet export holding ESM-2 weights; keys of ``encoder`` then override its config.
     """
 
     encoder: dict = field(default_factory=lambda: {"model_type": "gearnet", "level": "residue"})
@@ -305,6 +305,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         return _coerce(options[0], value, name) if len(options) == 1 else value
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, name)
+    if value is None and hint in (bool, int, float, str):
+        raise ConfigError(name, "missing: this key takes a value, not null")
     if origin is list:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and args and args[0] is str:
             value = [value]  # `sources: path` means a one-item list

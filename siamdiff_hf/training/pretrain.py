@@ -229,8 +229,12 @@ def build_stage_model(config: PretrainConfig, index: int) -> SiamDiffForPreTrain
     settings = {**config.model.siamdiff, **schedule}
     if config.model.init_from:
         return SiamDiffForPreTraining.from_pretrained(config.model.init_from, **settings).train()
-    encoder = AutoModel.from_pretrained(config.model.encoder_from) if config.model.encoder_from else None
-    encoder_config = encoder.config if encoder is not None else dict(config.model.encoder)
+    encoder_settings = dict(config.model.encoder)
+    encoder = None
+    if config.model.encoder_from:  # pretrained encoder weights; `model.encoder` keys override its config
+        encoder_settings.pop("model_type", None)
+        encoder = AutoModel.from_pretrained(config.model.encoder_from, **encoder_settings)
+    encoder_config = encoder.config if encoder is not None else encoder_settings
     model = SiamDiffForPreTraining(SiamDiffConfig(encoder_config=encoder_config, **settings))
     if encoder is not None:
         model.encoder.load_state_dict(encoder.state_dict())
@@ -352,8 +356,10 @@ class StructureStream:
             self.proteins += len(ids)
             self.skipped += skipped
             return inputs, ids
-        raise RuntimeError("the data stream produced no batch in a whole epoch: every structure was filtered "
-                           "out or skipped (see the warnings), or fewer than batch_size remain with drop_last")
+        raise RuntimeError(
+            "the data stream produced no batch in a whole epoch: every structure was filtered "
+            "out or skipped (see the warnings), or fewer than batch_size remain with drop_last"
+        )
 
     def totals(self) -> list[float]:
         """Return [proteins delivered, structures skipped as unreadable] on this rank since the stage began."""
@@ -527,11 +533,13 @@ def export_stage(accelerator: Accelerator, config: PretrainConfig, index: int, m
     """Save ``{stage}/model`` (whole pre-training model) and ``{stage}/encoder`` (encoder, processor config and
     model card); return the stage folder."""
     stage_dir = Path(config.output_dir) / config.stage_name(index)
+    state = accelerator.get_state_dict(model)  # collective: gathers the full weights under FSDP/DeepSpeed
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         processor = make_processor(config, training=False)
-        unwrapped.save_pretrained(stage_dir / "model")
-        unwrapped.encoder.save_pretrained(stage_dir / "encoder")
+        unwrapped.save_pretrained(stage_dir / "model", state_dict=state)
+        encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        unwrapped.encoder.save_pretrained(stage_dir / "encoder", state_dict=encoder_state)
         for folder in ("model", "encoder"):
             processor.save_pretrained(stage_dir / folder)
         settings = run_settings(config, index, accelerator)

@@ -18,12 +18,16 @@ from siamdiff_hf.convert.fair_esm import (
     map_fair_esm_keys,
 )
 from siamdiff_hf.convert.torchdrug import CheckpointError
-from siamdiff_hf.models.esm_gearnet import EsmGearNetModel
+from siamdiff_hf.models.esm_gearnet import EsmGearNetModel, esm2_config
 from siamdiff_hf.models.gearnet import GearNetConfig, GearNetModel
 from siamdiff_hf.protein.processor import esm_tokenizer
 
-esm2 = pytest.importorskip("esm.model.esm2", reason="fair-esm (pip install fair-esm==2.0.0) is not installed")
-esm_data = pytest.importorskip("esm.data")
+try:  # fair-esm (the `test` extra): only the parity tests need it
+    from esm import data as esm_data
+    from esm.model import esm2
+except ImportError:
+    esm2 = esm_data = None
+needs_fair_esm = pytest.mark.skipif(esm2 is None, reason="fair-esm (pip install fair-esm==2.0.0) is not installed")
 
 DATA = Path(__file__).parents[1] / "data"
 SEQUENCES = [("a", "MKTVRQERLKSIVRILERSKEPVSGAQLAEELSVSRQVIVQDIAYLRSLGYNIVATPRGYVLA"), ("b", "MKTAYIAK<mask>QISFVK"),
@@ -57,6 +61,37 @@ def fair_esm_checkpoint(model: torch.nn.Module, heads: int) -> dict:
     return {"model": state, "cfg": {"model": cfg}}
 
 
+def fair_esm_state_of(model: EsmModel) -> dict[str, torch.Tensor]:
+    """Return a transformers EsmModel's weights under fair-esm ESM2 names (the converter's inverse)."""
+    renames = [
+        ("embeddings.word_embeddings.", "embed_tokens."), ("encoder.emb_layer_norm_after.", "emb_layer_norm_after."),
+        ("attention.self.query.", "self_attn.q_proj."), ("attention.self.key.", "self_attn.k_proj."),
+        ("attention.self.value.", "self_attn.v_proj."), ("attention.output.dense.", "self_attn.out_proj."),
+        ("attention.LayerNorm.", "self_attn_layer_norm."), ("intermediate.dense.", "fc1."), ("output.dense.", "fc2."),
+        ("LayerNorm.", "final_layer_norm."), ("encoder.layer.", "layers."),
+    ]  # fmt: skip
+    state = {}
+    for key, value in model.state_dict().items():
+        if key == "rotary_embeddings.inv_freq":
+            for i in range(model.config.num_hidden_layers):
+                state[f"layers.{i}.self_attn.rot_emb.inv_freq"] = value
+            continue
+        for old, new in renames:
+            key = key.replace(old, new)
+        state[key] = value
+    return state
+
+
+def random_hf_esm(seed: int = 0) -> EsmModel:
+    torch.manual_seed(seed)
+    model = EsmModel(esm2_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+                     add_pooling_layer=False)  # fmt: skip
+    with torch.no_grad():
+        for value in model.parameters():
+            value.add_(0.1 * torch.randn_like(value))
+    return model.eval()
+
+
 def fair_esm_representations(model: torch.nn.Module, sequences=SEQUENCES) -> tuple[torch.Tensor, torch.Tensor]:
     """Return fair-esm's padded token batch and last-layer representations (after the final LayerNorm)."""
     _, _, tokens = model.alphabet.get_batch_converter()(sequences)
@@ -65,6 +100,7 @@ def fair_esm_representations(model: torch.nn.Module, sequences=SEQUENCES) -> tup
     return tokens, out["representations"][model.num_layers]
 
 
+@needs_fair_esm
 def test_tokenizer_matches_the_fair_esm_alphabet():
     alphabet = esm_data.Alphabet.from_architecture("ESM-1b")
     assert esm_tokenizer().all_tokens == list(alphabet.all_toks)
@@ -73,6 +109,7 @@ def test_tokenizer_matches_the_fair_esm_alphabet():
     assert torch.equal(ours, tokens)
 
 
+@needs_fair_esm
 def test_converted_model_gives_fair_esm_representations_on_padded_batches(tmp_path):
     reference = random_fair_esm()
     tokens, expected = fair_esm_representations(reference)
@@ -88,14 +125,36 @@ def test_converted_model_gives_fair_esm_representations_on_padded_batches(tmp_pa
     assert torch.equal(model.rotary_embeddings.inv_freq, reference.layers[0].self_attn.rot_emb.inv_freq)
 
 
+def test_round_trip_through_fair_esm_names_keeps_every_weight(tmp_path):
+    """Runs without fair-esm: transformers -> fair-esm names (released file layout) -> converter -> same model."""
+    reference = random_hf_esm()
+    state = {f"encoder.sentence_encoder.{k}": v for k, v in fair_esm_state_of(reference).items()}
+    cfg = argparse.Namespace(encoder_layers=2, encoder_embed_dim=32, encoder_attention_heads=4, token_dropout=True)
+    torch.save({"model": state, "cfg": {"model": cfg}}, tmp_path / "esm2_tiny.pt")
+    model = convert_fair_esm(tmp_path / "esm2_tiny.pt")
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # FusionNetwork layout: sequence_model.model.* (fair-esm) + sequence_model.mapping + structure_model.* (GearNet)
+    structure = GearNetModel(GearNetConfig(input_dim=32, hidden_dims=[16, 8], edge_input_dim=0, num_angle_bin=0))
+    fusion = {f"sequence_model.model.{k}": v for k, v in fair_esm_state_of(reference).items()}
+    fusion["sequence_model.mapping"] = torch.arange(21)
+    fusion.update({f"structure_model.{k}": v for k, v in structure.state_dict().items()})
+    converted = convert_esm_gearnet_state_dict(fusion)
+    assert converted.output_dim == 32 + 24 and converted.config.gearnet_config.hidden_dims == [16, 8]
+    for key, value in {**{f"esm.{k}": v for k, v in reference.state_dict().items()},
+                       **{f"gearnet.{k}": v for k, v in structure.state_dict().items()}}.items():  # fmt: skip
+        assert torch.equal(converted.state_dict()[key], value), key
+
+
 def test_loading_never_unpickles_arbitrary_objects(tmp_path):
-    checkpoint = fair_esm_checkpoint(random_fair_esm(), heads=4)
-    checkpoint["cfg"]["extra"] = Untrusted()  # a class outside the allow-list
-    torch.save(checkpoint, tmp_path / "bad.pt")
+    state = fair_esm_state_of(random_hf_esm())
+    torch.save({"model": state, "cfg": {"model": argparse.Namespace(), "extra": Untrusted()}}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="weights_only"):
         convert_fair_esm(tmp_path / "bad.pt")
 
 
+@needs_fair_esm
 def test_heads_are_inferred_without_cfg():
     reference = random_fair_esm(layers=1, width=48, heads=6)
     state = reference.state_dict()
@@ -105,6 +164,7 @@ def test_heads_are_inferred_without_cfg():
     assert "lm_head.weight" not in str(map_fair_esm_keys(state))
 
 
+@needs_fair_esm
 def test_convert_fair_esm_command_writes_a_loadable_folder(tmp_path):
     reference = random_fair_esm(seed=1)
     torch.save(fair_esm_checkpoint(reference, heads=4), tmp_path / "esm2_tiny.pt")
@@ -123,6 +183,7 @@ def test_convert_fair_esm_command_writes_a_loadable_folder(tmp_path):
     assert bad.func(bad) == 2
 
 
+@needs_fair_esm
 def test_esm_gearnet_fusion_network_state_dict_converts(tmp_path):
     reference = random_fair_esm(seed=2)
     torch.manual_seed(2)

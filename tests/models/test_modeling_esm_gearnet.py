@@ -266,8 +266,11 @@ def test_trainable_esm_gets_gradients_and_a_smaller_learning_rate(inputs):
 
 def test_frozen_esm_cache_follows_weight_changes(inputs):
     model = tiny_model()
+    calls = []
+    model.esm.register_forward_hook(lambda *_: calls.append(1))
     first = model(**inputs).residue_embeddings
     torch.testing.assert_close(model(**inputs).residue_embeddings, first)
+    assert len(calls) == 1  # the same tokens again: ESM is not run twice (SiamDiff's two trajectories)
     model.load_state_dict(tiny_model(seed=1).state_dict())
     changed = model(**inputs).residue_embeddings
     assert not torch.allclose(changed[:, :32], first[:, :32])

@@ -22,7 +22,7 @@ from transformers import EsmModel, PreTrainedModel
 
 from ...graph import ProteinGraph
 from ...protein.processor import esm_residue_tokens, esm_tokenizer
-from ..gearnet import GearNetModel
+from ..gearnet import GearNetConfig, GearNetModel
 from ..outputs import ProteinEncoderOutput
 from .configuration_esm_gearnet import DEFAULT_ESM_NAME, EsmGearNetConfig
 
@@ -174,8 +174,8 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
 
     @classmethod
     def from_esm_pretrained(
-        cls, esm_name_or_path: str | Path = DEFAULT_ESM_NAME, gearnet_config=None, esm_kwargs: dict | None = None,
-        **config_kwargs,
+        cls, esm_name_or_path: str | Path = DEFAULT_ESM_NAME, gearnet_config: GearNetConfig | dict | None = None,
+        esm_kwargs: dict | None = None, **config_kwargs,
     ) -> EsmGearNetModel:  # fmt: skip
         """Return an ESM-GearNet with pre-trained ESM-2 weights and a freshly initialised GearNet.
 
