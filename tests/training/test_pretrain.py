@@ -1,0 +1,243 @@
+"""Pre-training runs end to end: the CLI, exports and model card, Hub upload path, exact resume with rotation,
+SIGTERM, and two processes on the CPU. Tiny encoders and few steps keep it quick."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+import siamdiff_hf.hub
+import siamdiff_hf.training.pretrain as pretrain_module
+from siamdiff_hf import ProteinStructureProcessor
+from siamdiff_hf.cli import main
+from siamdiff_hf.training import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+STRUCTURE = ROOT / "tests" / "data" / "2xcjA.pdb.gz"
+TINY = [
+    "model.encoder.hidden_dims=[16,16]", "data.batch_size=2", "data.crop_length=60", "logging.log_every=1",
+    "logging.progress_bar=false", "logging.record_ids=true", "logging.report_to=[none]",
+]  # fmt: skip
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class FakeHubApi:
+    """Stands in for `huggingface_hub.HfApi`: records what would be created and uploaded."""
+
+    def __init__(self):
+        self.repos, self.uploads = [], []
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, repo_type="model"):
+        self.repos.append((repo_id, private, repo_type))
+
+    def upload_folder(self, folder_path, repo_id, repo_type="model", commit_message=""):
+        folder = Path(folder_path)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        self.uploads.append({"repo_id": repo_id, "files": files, "readme": (folder / "README.md").read_text()})
+        return type("CommitInfo", (), {"commit_url": f"https://hub.local/{repo_id}/commit/1"})()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def ids_by_step(output_dir: Path, rank: int = 0) -> dict[tuple, list[str]]:
+    records = read_jsonl(output_dir / "logs" / f"ids_rank{rank}.jsonl")
+    return {(r["stage"], r["step"], r["micro"]): r["ids"] for r in records}
+
+
+def checkpoint_names(output_dir: Path) -> list[str]:
+    return [p.name for p in list_checkpoints(output_dir / "checkpoints", complete_only=False)]
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    """The quickstart config through the CLI (shortened), pushed to a stand-in Hub."""
+    output_dir = tmp_path_factory.mktemp("quickstart")
+    api = FakeHubApi()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(siamdiff_hf.hub, "HfApi", lambda token=None: api)
+        code = main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *TINY, "stages.0.max_steps=3",
+                     "stages.1.max_steps=2", "checkpointing.every_n_steps=2",
+                     "--push-to-hub", "someone/tiny"])  # fmt: skip
+    assert code == 0
+    return output_dir, api
+
+
+def test_quickstart_exports_an_encoder_that_embeds(quickstart_run):
+    output_dir, _ = quickstart_run
+    model = AutoModel.from_pretrained(output_dir / "encoder")
+    processor = ProteinStructureProcessor.from_pretrained(output_dir / "encoder")
+    assert type(model).__name__ == "GearNetModel" and processor.crop_length is None and not processor.random_crop
+    with torch.no_grad():
+        outputs = model(**processor([STRUCTURE], return_tensors="pt"))
+    assert outputs.protein_embeddings.shape == (1, 32) and torch.isfinite(outputs.protein_embeddings).all()
+    assert outputs.residue_embeddings.shape[0] == 84  # the whole chain: no crop at inference
+    # Stage exports: the whole pre-training model and the encoder, each stage with its own schedule.
+    for name, (timesteps, gamma) in {"stage1": (100, 0.5), "stage2": (5, 0.2)}.items():
+        config = json.loads((output_dir / name / "model" / "config.json").read_text())
+        assert (config["num_timesteps"], config["gamma"]) == (timesteps, gamma)
+        assert (output_dir / name / "encoder" / "README.md").exists()
+        assert (output_dir / name / "model" / "preprocessor_config.json").exists()
+    final = load_file(output_dir / "encoder" / "model.safetensors")
+    stage2 = load_file(output_dir / "stage2" / "model" / "model.safetensors")
+    assert all(torch.equal(v, stage2[f"encoder.{k}"]) for k, v in final.items())
+
+
+def test_quickstart_logs_and_rotation(quickstart_run):
+    output_dir, _ = quickstart_run
+    log = [r for r in read_jsonl(output_dir / "logs" / "train_log.jsonl") if "loss" in r]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]  # global steps over both stages
+    assert {"skipped_files", "proteins_per_second", "sequence_accuracy", "learning_rate"} <= set(log[0])
+    assert log[-1]["skipped_files"] == 0 and log[-1]["proteins"] == 4
+    # every 2 steps and at each stage end, keeping 2: stage1 2, 3, stage2 2 (periodic and final)
+    assert checkpoint_names(output_dir) == ["stage1-step00000003", "stage2-step00000002"]
+
+
+def test_model_card_lists_the_run(quickstart_run):
+    output_dir, _ = quickstart_run
+    card = (output_dir / "encoder" / "README.md").read_text()
+    final = [r for r in read_jsonl(output_dir / "logs" / "train_log.jsonl") if "loss" in r][-1]
+    assert "library_name: transformers" in card and "siamdiff" in card and "gearnet" in card
+    assert "stage1: 3 steps (beta_start=0.001, beta_end=0.1, num_timesteps=100, gamma=0.5)" in card
+    assert "stage2: 2 steps (beta_start=0.0001, beta_end=0.0001, num_timesteps=5, gamma=0.2)" in card
+    assert "2 per process x 1 processes x 1 accumulation" in card and "bundled" in card
+    assert f"| loss | {final['loss']:.4g} |" in card
+    assert f"| sequence_accuracy | {final['sequence_accuracy']:.4g} |" in card
+    assert "someone/tiny" in card and "@inproceedings{zhang2023siamdiff" in card
+
+
+def test_push_uploads_our_card(quickstart_run, monkeypatch):
+    output_dir, api = quickstart_run
+    # --push-to-hub during the run
+    assert api.repos == [("someone/tiny", False, "model")]
+    (upload,) = api.uploads
+    assert upload["repo_id"] == "someone/tiny"
+    assert upload["files"] == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert upload["readme"] == (output_dir / "encoder" / "README.md").read_text()
+    # `siamdiff-hf push DIR REPO_ID` for an existing export
+    other = FakeHubApi()
+    monkeypatch.setattr(siamdiff_hf.hub, "HfApi", lambda token=None: other)
+    assert main(["push", str(output_dir / "stage1" / "encoder"), "someone/stage1", "--private"]) == 0
+    assert other.repos == [("someone/stage1", True, "model")]
+    assert other.uploads[0]["readme"] == (output_dir / "stage1" / "encoder" / "README.md").read_text()
+    assert main(["push", str(output_dir / "logs"), "someone/nothing"]) == 2  # no config.json: not an export
+
+
+def test_fresh_run_refuses_an_used_output_dir(quickstart_run, capsys):
+    output_dir, _ = quickstart_run
+    assert main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_is_exact_and_rotation_survives(tmp_path, monkeypatch):
+    settings = [*TINY, "stages.0.max_steps=4", "stages.1.max_steps=3", "checkpointing.every_n_steps=2",
+                "checkpointing.keep=2"]  # fmt: skip
+    straight = tmp_path / "straight"
+    assert main(["pretrain", QUICKSTART, f"output_dir={straight}", *settings]) == 0
+    assert checkpoint_names(straight) == ["stage2-step00000002", "stage2-step00000003"]
+
+    # Same run, stopped as by SIGTERM after stage 1 step 3 and after stage 2 step 2, resumed each time.
+    resumed = tmp_path / "resumed"
+    calls = {"n": 0}
+
+    def stop_at_third_step(self, accelerator):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            self.signum = signal.SIGTERM
+        return calls["n"] == 3
+
+    monkeypatch.setattr(pretrain_module.StopRequest, "requested", stop_at_third_step)
+    assert main(["pretrain", QUICKSTART, f"output_dir={resumed}", *settings]) == 128 + signal.SIGTERM
+    assert checkpoint_names(resumed) == ["stage1-step00000002", "stage1-step00000003"]
+    calls["n"] = 0
+    assert main(["pretrain", QUICKSTART, f"output_dir={resumed}", *settings, "--resume"]) == 128 + signal.SIGTERM
+    assert checkpoint_names(resumed) == ["stage1-step00000004", "stage2-step00000002"]
+    calls["n"] = 0
+    assert main(["pretrain", QUICKSTART, f"output_dir={resumed}", *settings, "--resume", "latest"]) == 0
+    assert checkpoint_names(resumed) == ["stage2-step00000002", "stage2-step00000003"]
+
+    assert ids_by_step(resumed) == ids_by_step(straight)  # same data order, crops follow the ids
+    for stage in ("stage1", "stage2"):
+        expected = load_file(straight / stage / "model" / "model.safetensors")
+        got = load_file(resumed / stage / "model" / "model.safetensors")
+        assert expected.keys() == got.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0, msg=f"{stage} {key}")
+    steps = [r["step"] for r in read_jsonl(resumed / "logs" / "train_log.jsonl") if "loss" in r]
+    assert steps == list(range(1, 8))
+
+
+def test_sigterm_saves_a_checkpoint_then_resume_finishes(tmp_path):
+    output_dir = tmp_path / "run"
+    settings = [*TINY, "stages.1.max_steps=1", "checkpointing.every_n_steps=1000"]
+    command = [sys.executable, "-m", "siamdiff_hf", "pretrain", QUICKSTART, f"output_dir={output_dir}", *settings,
+               "stages.0.max_steps=10000"]  # fmt: skip
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ids_log = output_dir / "logs" / "ids_rank0.jsonl"
+    deadline = time.monotonic() + 240
+    while not (ids_log.exists() and len(ids_log.read_text().splitlines()) >= 2):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "checkpoint saved" in stderr
+    (checkpoint,) = list_checkpoints(output_dir / "checkpoints")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["stage"] == 0 and state["step"] >= 2
+    assert (checkpoint / "data_state_rank0.json").exists() and (checkpoint / "model.safetensors").exists()
+
+    step = state["step"]
+    code = main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *settings, f"stages.0.max_steps={step + 1}",
+                 "--resume"])  # fmt: skip
+    assert code == 0
+    assert (output_dir / "encoder" / "model.safetensors").exists()
+    steps = [(r["stage"], r["step"]) for r in read_jsonl(ids_log)]
+    assert steps == [(0, s) for s in range(1, step + 2)] + [(1, 1)]  # no step repeated or skipped
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_on_cpu(tmp_path):
+    output_dir = tmp_path / "ddp"
+    launcher = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(Path(__file__).with_name("_two_process_run.py")), QUICKSTART, f"output_dir={output_dir}", *TINY,
+        "training.cpu=true", "stages.0.max_steps=3", "stages.1.max_steps=1", "checkpointing.every_n_steps=1000",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    # two ranks ran, each on its own proteins
+    state = json.loads((list_checkpoints(output_dir / "checkpoints")[-1] / "trainer_state.json").read_text())
+    assert state["num_processes"] == 2
+    seen = [{i for ids in ids_by_step(output_dir, rank).values() for i in ids} for rank in (0, 1)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert len(seen[0] | seen[1]) == 6  # the six bundled chains, three per rank
+    # identical parameters on both ranks after every stage
+    for stage in (1, 2):
+        ranks = [torch.load(output_dir / f"parameters_stage{stage}_rank{r}.pt") for r in (0, 1)]
+        assert ranks[0]["num_processes"] == ranks[1]["num_processes"] == 2
+        for key, value in ranks[0]["parameters"].items():
+            torch.testing.assert_close(ranks[1]["parameters"][key], value, atol=0, rtol=0, msg=key)
+    assert AutoModel.from_pretrained(output_dir / "encoder") is not None
