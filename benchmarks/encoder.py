@@ -1,9 +1,8 @@
 """Encoder benchmark: graph construction, forward and forward+backward at the paper's pre-training batches.
 
 Residue GearNet-Edge at 16 proteins x 150 residues, atom GearNet-Edge and GVP at 32 x 100, fp32 and bf16 autocast,
-on CPU
-with 2 threads (and on CUDA when available); parse throughput gemmi vs Biopython. Writes
-benchmarks/results/encoder.json. Reference point: TorchDrug's residue GearNet-Edge takes 20.8 s for
+on CPU with 2 threads (and on CUDA when available); parse throughput gemmi vs Biopython. Writes
+benchmarks/results/encoder_<device>.json. Reference point: TorchDrug's residue GearNet-Edge takes 20.8 s for
 forward+backward at 16 x 150 on this machine kind (2 threads, fp32).
 
     python benchmarks/encoder.py [--threads 2] [--repeats 3] [--device cpu]
