@@ -8,6 +8,8 @@ from transformers import AutoConfig, AutoModel
 from .data import load_afdb
 from .models import (
     STAGES,
+    EsmGearNetConfig,
+    EsmGearNetModel,
     GearNetConfig,
     GearNetModel,
     GVPConfig,
@@ -26,6 +28,8 @@ __all__ = [
     "STAGES",
     "AutoConfig",
     "AutoModel",
+    "EsmGearNetConfig",
+    "EsmGearNetModel",
     "GVPConfig",
     "GVPModel",
     "GearNetConfig",

@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "pretrain",
     "embed",
     "convert",
+    "convert_fair_esm",
     "prepare_afdb",
     "afdb_urls",
     "push",

@@ -49,7 +49,8 @@ def test_embed_writes_every_good_file_and_lists_the_bad_ones(tmp_path, model_dir
     model = GearNetModel.from_pretrained(model_dir).eval()
     with torch.no_grad():
         direct = model(**ProteinStructureProcessor()([good[1]], return_tensors="pt"))
-    np.testing.assert_allclose(table[1]["protein_embedding"], direct.protein_embeddings[0].numpy(), rtol=1e-4, atol=1e-5)
+    expected = direct.protein_embeddings[0].numpy()
+    np.testing.assert_allclose(table[1]["protein_embedding"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_embed_fails_when_every_file_fails(tmp_path, model_dir, capsys):

@@ -37,8 +37,16 @@ def _convert_gvp(state_dict: dict, level: str | None):
     return convert_gvp_state_dict(state_dict)
 
 
+def _convert_esm_gearnet(state_dict: dict, level: str | None):
+    from ..convert.fair_esm import convert_esm_gearnet_state_dict
+
+    if level not in (None, "residue"):
+        raise CheckpointError("ESM-GearNet is a residue-level model: leave --level out or pass --level residue")
+    return convert_esm_gearnet_state_dict(state_dict)
+
+
 # --model NAME -> function(state_dict, level) returning a PreTrainedModel with its weights loaded.
-CONVERTERS = {"gearnet": _convert_gearnet, "gvp": _convert_gvp}
+CONVERTERS = {"gearnet": _convert_gearnet, "gvp": _convert_gvp, "esm-gearnet": _convert_esm_gearnet}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.output)
-    ProteinStructureProcessor().save_pretrained(args.output)
+    ProteinStructureProcessor(include_esm_tokens=args.model == "esm-gearnet").save_pretrained(args.output)
     card = build_model_card(
         model.config,
         title=f"{type(model).__name__} ({getattr(model.config, 'level', 'residue')} level), converted from "

@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
+from .esm_gearnet import EsmGearNetConfig, EsmGearNetModel
 from .gearnet import GearNetConfig, GearNetModel
 from .gvp import GVPConfig, GVPModel
 from .outputs import ProteinEncoderOutput
@@ -14,6 +15,8 @@ AutoModelForPreTraining.register(SiamDiffConfig, SiamDiffForPreTraining, exist_o
 
 __all__ = [
     "STAGES",
+    "EsmGearNetConfig",
+    "EsmGearNetModel",
     "GVPConfig",
     "GVPModel",
     "GearNetConfig",

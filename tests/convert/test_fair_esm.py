@@ -212,3 +212,25 @@ def test_esm_gearnet_fusion_network_state_dict_converts(tmp_path):
     assert isinstance(convert_esm_gearnet_state_dict({f"model.{k}": v for k, v in state.items()}), EsmGearNetModel)
     with pytest.raises(CheckpointError):
         convert_esm_gearnet_state_dict({k: v for k, v in state.items() if not k.startswith("sequence_model")})
+
+
+@needs_fair_esm
+def test_convert_torchdrug_command_handles_esm_gearnet(tmp_path):
+    from transformers import AutoModel
+
+    from siamdiff_hf.cli import main
+
+    reference = random_fair_esm(seed=3)
+    structure = GearNetModel(GearNetConfig(input_dim=32, hidden_dims=[16], edge_input_dim=0, num_angle_bin=0))
+    state = {f"sequence_model.model.{k}": v for k, v in reference.state_dict().items()}
+    state.update({f"structure_model.{k}": v for k, v in structure.state_dict().items()})
+    torch.save(state, tmp_path / "siamdiff_esm_gearnet.pth")
+    args = ["convert-torchdrug", str(tmp_path / "siamdiff_esm_gearnet.pth"), "--model", "esm-gearnet"]
+    assert main([*args, "--output", str(tmp_path / "hf")]) == 0
+    processor = ProteinStructureProcessor.from_pretrained(tmp_path / "hf")
+    assert processor.include_esm_tokens
+    model = AutoModel.from_pretrained(tmp_path / "hf")
+    assert isinstance(model, EsmGearNetModel)
+    with torch.no_grad():
+        out = model(**processor([DATA / "2xcjA.pdb.gz"]))
+    assert out.protein_embeddings.shape == (1, 32 + 16)
