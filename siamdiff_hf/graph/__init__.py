@@ -4,6 +4,7 @@ from .builder import SEQUENTIAL_RELATIONS, atom_graph, gearnet_edge_features, re
 from .line_graph import line_graph, relational_adjacency, relational_aggregate
 from .neighbors import knn_graph, radius_graph
 from .protein_graph import ProteinGraph
+from .scatter import scatter_rows
 
 __all__ = [
     "SEQUENTIAL_RELATIONS",
@@ -16,4 +17,5 @@ __all__ = [
     "relational_adjacency",
     "relational_aggregate",
     "residue_graph",
+    "scatter_rows",
 ]

@@ -47,6 +47,10 @@ class ProteinGraph:
     def num_edges(self) -> int:
         return self.edge_index.shape[1]
 
+    def residue_batch(self) -> torch.Tensor:
+        """Return (num_residues,) protein index of each residue row, read off the nodes."""
+        return self.node_batch.new_zeros(self.num_residues).index_copy_(0, self.node_residue, self.node_batch)
+
     def edge_lengths(self, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Return (E,) edge lengths under ``positions`` (default: the graph's own)."""
         pos = self.positions if positions is None else positions

@@ -125,8 +125,8 @@ def train_stage(accelerator: Accelerator, config: PretrainConfig, index: int, mo
     name = config.stage_name(index)
 
     # Model: SyncBatchNorm across GPUs, since GearNet's BatchNorm statistics matter. torch has no SyncBatchNorm
-    # for CPU tensors (gloo): there each process normalises with its own batch, and DDP copies rank 0's running
-    # statistics to the other ranks at every forward, so all ranks still hold identical weights and buffers.
+    # for CPU tensors (gloo): there each process normalises with its own batch; DDP copies rank 0's running
+    # statistics to the other ranks at every forward, and the export is rank 0's model.
     if train.sync_batchnorm and accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer, scheduler = make_optimizer(config, index, model)  # a new optimizer per stage, as the official code
@@ -163,7 +163,8 @@ def train_stage(accelerator: Accelerator, config: PretrainConfig, index: int, mo
                 optimizer.zero_grad()
             window.add(output, num_proteins=len(ids))
             if ids_log is not None:
-                ids_log.write(json.dumps({"stage": index, "step": step + 1, "micro": micro, "ids": ids}) + "\n")
+                record = {"stage": index, "step": step + 1, "micro": micro, "epoch": stream.epoch, "ids": ids}
+                ids_log.write(json.dumps(record) + "\n")
         step += 1
         progress.update(1)
         progress.set_postfix(loss=f"{window.last_loss:.3f}", proteins_per_s=f"{window.local_rate(accelerator):.1f}")
@@ -537,8 +538,8 @@ def export_stage(accelerator: Accelerator, config: PretrainConfig, index: int, m
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         processor = make_processor(config, training=False)
-        unwrapped.save_pretrained(stage_dir / "model", state_dict=state)
         encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        unwrapped.save_pretrained(stage_dir / "model", state_dict=dict(state))  # it empties the dict it gets
         unwrapped.encoder.save_pretrained(stage_dir / "encoder", state_dict=encoder_state)
         for folder in ("model", "encoder"):
             processor.save_pretrained(stage_dir / folder)

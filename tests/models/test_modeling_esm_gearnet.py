@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from testing_utils import random_rotation
 from transformers import AutoConfig, AutoModel, EsmModel
 
 from siamdiff_hf import ProteinStructureProcessor, SiamDiffConfig, SiamDiffForPreTraining
@@ -40,14 +41,6 @@ def direct_esm(model: EsmGearNetModel, sequence: str) -> torch.Tensor:
     ids = torch.tensor([esm_tokenizer()(sequence)["input_ids"]])
     with torch.no_grad():
         return model.esm(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0, 1:-1]
-
-
-def random_rotation(generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from testing_utils import random_rotation, to64
 from torchdrug_reference import reference_shapes
 from transformers import AutoConfig, AutoModel
 
@@ -15,14 +16,6 @@ from siamdiff_hf import GearNetConfig, GearNetModel, ProteinStructureProcessor
 
 DATA = Path(__file__).parents[1] / "data"
 SMALL = dict(hidden_dims=[8, 8, 8])
-
-
-def random_rotation(generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def randomise_batch_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:
@@ -39,10 +32,6 @@ def randomise_batch_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:
 def inputs():
     processor = ProteinStructureProcessor()
     return processor([DATA / "2xcjA.pdb.gz", DATA / "1mr1D.pdb.gz"], return_tensors="pt")
-
-
-def to64(batch):
-    return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
 
 
 # --- architecture -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from testing_utils import random_rotation, to64
 from transformers import AutoConfig, AutoModel
 
 from siamdiff_hf import ProteinStructureProcessor, SiamDiffConfig, SiamDiffForPreTraining
@@ -35,18 +36,6 @@ def one_thread():
 def inputs():
     processor = ProteinStructureProcessor(crop_length=40)
     return processor([DATA / "2xcjA.pdb.gz", DATA / "1mr1D.pdb.gz"], return_tensors="pt")
-
-
-def to64(batch):
-    return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
-
-
-def random_rotation(generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 # --- architecture -------------------------------------------------------------------------------------------------

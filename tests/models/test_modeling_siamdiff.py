@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testing_utils import random_rotation, to64
 
 from siamdiff_hf import STAGES, GearNetConfig, ProteinStructureProcessor, SiamDiffConfig, SiamDiffForPreTraining
 from siamdiff_hf.protein import constants as C
@@ -19,22 +20,10 @@ def tiny(level: str = "residue", **kwargs) -> SiamDiffForPreTraining:
     return SiamDiffForPreTraining(SiamDiffConfig(encoder_config=encoder, **kwargs))
 
 
-def random_rotation(generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 @pytest.fixture(scope="module")
 def inputs():
     processor = ProteinStructureProcessor(crop_length=60)
     return processor([DATA / "2xcjA.pdb.gz", DATA / "1mr1D.pdb.gz"], return_tensors="pt")
-
-
-def to64(batch):
-    return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
 
 
 def test_heads_have_reference_shapes():

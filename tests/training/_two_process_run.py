@@ -5,14 +5,15 @@ Only rank 0 exports the model, so to compare ranks each one dumps its own parame
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import torch
 
-import siamdiff_hf.training.pretrain as pretrain_module
 from siamdiff_hf.cli import main
 
+pretrain_module = importlib.import_module("siamdiff_hf.training.pretrain")
 _export_stage = pretrain_module.export_stage
 
 

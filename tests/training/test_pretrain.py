@@ -3,6 +3,7 @@ SIGTERM, and two processes on the CPU. Tiny encoders and few steps keep it quick
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -18,11 +19,12 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import siamdiff_hf.hub
-import siamdiff_hf.training.pretrain as pretrain_module
 from siamdiff_hf import ProteinStructureProcessor
 from siamdiff_hf.cli import main
 from siamdiff_hf.training import list_checkpoints
 
+# `siamdiff_hf.training.pretrain` the attribute is the function; the module is in sys.modules
+pretrain_module = importlib.import_module("siamdiff_hf.training.pretrain")
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 STRUCTURE = ROOT / "tests" / "data" / "2xcjA.pdb.gz"
@@ -91,9 +93,12 @@ def test_quickstart_exports_an_encoder_that_embeds(quickstart_run):
         assert (config["num_timesteps"], config["gamma"]) == (timesteps, gamma)
         assert (output_dir / name / "encoder" / "README.md").exists()
         assert (output_dir / name / "model" / "preprocessor_config.json").exists()
+        encoder = load_file(output_dir / name / "encoder" / "model.safetensors")
+        whole = load_file(output_dir / name / "model" / "model.safetensors")
+        assert sorted(f"encoder.{k}" for k in encoder) == sorted(k for k in whole if k.startswith("encoder."))
+        assert all(torch.equal(v, whole[f"encoder.{k}"]) for k, v in encoder.items())
     final = load_file(output_dir / "encoder" / "model.safetensors")
-    stage2 = load_file(output_dir / "stage2" / "model" / "model.safetensors")
-    assert all(torch.equal(v, stage2[f"encoder.{k}"]) for k, v in final.items())
+    assert final.keys() == encoder.keys() and all(torch.equal(v, encoder[k]) for k, v in final.items())
 
 
 def test_quickstart_logs_and_rotation(quickstart_run):
@@ -231,9 +236,14 @@ def test_two_processes_on_cpu(tmp_path):
     # two ranks ran, each on its own proteins
     state = json.loads((list_checkpoints(output_dir / "checkpoints")[-1] / "trainer_state.json").read_text())
     assert state["num_processes"] == 2
-    seen = [{i for ids in ids_by_step(output_dir, rank).values() for i in ids} for rank in (0, 1)]
-    assert seen[0] and seen[1] and not seen[0] & seen[1]
-    assert len(seen[0] | seen[1]) == 6  # the six bundled chains, three per rank
+    # Each epoch the ranks split the (reshuffled) shards: within an epoch they never share a protein.
+    seen: dict[tuple, list[set]] = {}
+    for rank in (0, 1):
+        for record in read_jsonl(output_dir / "logs" / f"ids_rank{rank}.jsonl"):
+            seen.setdefault((record["stage"], record["epoch"]), [set(), set()])[rank].update(record["ids"])
+    for rank0, rank1 in seen.values():
+        assert rank0 and rank1 and not rank0 & rank1
+    assert seen[0, 0][0] | seen[0, 0][1] == {p.name[:5] for p in (ROOT / "tests" / "data").glob("*.pdb.gz")}
     # identical parameters on both ranks after every stage
     for stage in (1, 2):
         ranks = [torch.load(output_dir / f"parameters_stage{stage}_rank{r}.pt") for r in (0, 1)]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import EsmModel, PreTrainedModel
 
-from ...graph import ProteinGraph
+from ...graph import ProteinGraph, scatter_rows
 from ...protein.processor import esm_residue_tokens, esm_tokenizer
 from ..gearnet import GearNetConfig, GearNetModel
 from ..outputs import ProteinEncoderOutput
@@ -321,8 +321,8 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
         node_embeddings = torch.cat([sequence.to(structure.dtype), structure], dim=-1)
         protein_embeddings = torch.cat(
             [
-                _scatter(sequence.to(structure.dtype), graph.node_batch, graph.num_graphs, "mean"),
-                _scatter(structure, graph.node_batch, graph.num_graphs, gearnet_config.readout),
+                scatter_rows(sequence.to(structure.dtype), graph.node_batch, graph.num_graphs, "mean"),
+                scatter_rows(structure, graph.node_batch, graph.num_graphs, gearnet_config.readout),
             ],
             dim=-1,
         )
@@ -366,12 +366,3 @@ def esm_parameter_groups(
     groups = [{"params": rest, "lr": learning_rate}] if rest else []
     groups += [{"params": params, "lr": learning_rate * ratio} for ratio, params in by_ratio.items()]
     return groups
-
-
-def _scatter(values: torch.Tensor, index: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
-    """Return (size, D) sums or means of `values` rows grouped by `index` (empty groups give zeros)."""
-    out = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
-    if reduce == "mean":
-        count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
-        out = out / count.unsqueeze(-1)
-    return out

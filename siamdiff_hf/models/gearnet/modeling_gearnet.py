@@ -19,6 +19,7 @@ from ...graph import (
     relational_adjacency,
     relational_aggregate,
     residue_graph,
+    scatter_rows,
 )
 from ..nodes import atom_nodes, edge_residue_type, residue_nodes
 from ..outputs import ProteinEncoderOutput
@@ -186,12 +187,12 @@ class GearNetModel(GearNetPreTrainedModel):
             )  # fmt: skip
         hidden_states = self.encode(graph)
         node_embeddings = torch.cat(hidden_states[1:], dim=-1) if self.config.concat_hidden else hidden_states[-1]
-        protein_embeddings = _scatter(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
+        protein_embeddings = scatter_rows(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
         if self.config.level == "residue":
             residue_embeddings = node_embeddings
         else:
-            residue_embeddings = _scatter(node_embeddings, graph.node_residue, graph.num_residues, "mean")
-        residue_batch = batch if batch is not None else _residue_batch(graph)
+            residue_embeddings = scatter_rows(node_embeddings, graph.node_residue, graph.num_residues, "mean")
+        residue_batch = batch if batch is not None else graph.residue_batch()
         want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output = ProteinEncoderOutput(
             node_embeddings=node_embeddings, residue_embeddings=residue_embeddings,
@@ -239,18 +240,3 @@ class GearNetModel(GearNetPreTrainedModel):
             hidden_states.append(hidden)
             x = hidden
         return hidden_states
-
-
-def _scatter(values: torch.Tensor, index: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
-    """Return (size, D) sums or means of `values` rows grouped by `index` (empty groups give zeros)."""
-    out = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
-    if reduce == "mean":
-        count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
-        out = out / count.unsqueeze(-1)
-    return out
-
-
-def _residue_batch(graph: ProteinGraph) -> torch.Tensor:
-    """Return (L,) protein index of each residue row, read off the graph's nodes."""
-    residue_batch = graph.node_batch.new_zeros(graph.num_residues)
-    return residue_batch.index_copy_(0, graph.node_residue, graph.node_batch)

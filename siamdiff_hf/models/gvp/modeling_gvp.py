@@ -15,7 +15,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
-from ...graph import ProteinGraph, atom_graph
+from ...graph import ProteinGraph, atom_graph, scatter_rows
 from ...protein.constants import NUM_ELEMENT_FEATURES, NUM_RESIDUE_FEATURES
 from ..nodes import atom_nodes
 from ..outputs import ProteinEncoderOutput
@@ -343,9 +343,9 @@ class GVPModel(GVPPreTrainedModel):
             )  # fmt: skip
         states = self.encode(graph)
         node_embeddings = self.W_out(states[-1])[0]
-        protein_embeddings = _scatter(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
-        residue_embeddings = _scatter(node_embeddings, graph.node_residue, graph.num_residues, "mean")
-        residue_batch = batch if batch is not None else _residue_batch(graph)
+        protein_embeddings = scatter_rows(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
+        residue_embeddings = scatter_rows(node_embeddings, graph.node_residue, graph.num_residues, "mean")
+        residue_batch = batch if batch is not None else graph.residue_batch()
         want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output = GVPEncoderOutput(
             node_embeddings=node_embeddings, residue_embeddings=residue_embeddings,
@@ -390,18 +390,3 @@ class GVPModel(GVPPreTrainedModel):
         rbf = torch.exp(-(((vector.norm(dim=-1, keepdim=True) - centers) / width) ** 2))
         dtype = self.embedding.weight.dtype
         return rbf.to(dtype), vector.unsqueeze(-2).to(dtype)
-
-
-def _scatter(values: torch.Tensor, index: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
-    """Return (size, D) sums or means of `values` rows grouped by `index` (empty groups give zeros)."""
-    out = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
-    if reduce == "mean":
-        count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
-        out = out / count.unsqueeze(-1)
-    return out
-
-
-def _residue_batch(graph: ProteinGraph) -> torch.Tensor:
-    """Return (L,) protein index of each residue row, read off the graph's nodes."""
-    residue_batch = graph.node_batch.new_zeros(graph.num_residues)
-    return residue_batch.index_copy_(0, graph.node_residue, graph.node_batch)

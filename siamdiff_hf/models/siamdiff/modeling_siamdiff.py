@@ -17,7 +17,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ...diffusion import MaskRateSchedule, StructureNoiseSchedule
-from ...graph import ProteinGraph
+from ...graph import ProteinGraph, scatter_rows
 from ...protein.conformer import gaussian_conformer, torsion_conformer
 from ...protein.constants import NUM_RESIDUE_FEATURES, NUM_RESIDUE_TYPES
 from .configuration_siamdiff import SiamDiffConfig
@@ -253,7 +253,7 @@ class SiamDiffForPreTraining(SiamDiffPreTrainedModel):
         if self.config.gamma == 1 or masked_index.numel() == 0:
             zero = hidden.new_zeros((), dtype=torch.float32)
             return zero, zero
-        residue_hidden = _residue_mean(hidden, graph.node_residue, graph.num_residues)
+        residue_hidden = scatter_rows(hidden, graph.node_residue, graph.num_residues, "mean")
         logits = self.seq_mlp(residue_hidden[masked_index]).float()
         labels = residue_type[masked_index]
         # Unknown residues (id 20) have no class: their draws are left out of the loss (the official code had
@@ -275,17 +275,9 @@ def project_edges_to_nodes(graph: ProteinGraph, edge_values: torch.Tensor) -> to
     delta = graph.positions[source] - graph.positions[target]
     direction = delta / (delta.norm(dim=-1, keepdim=True) + 1e-10)
     vectors = edge_values.unsqueeze(-1) * direction.to(edge_values.dtype)
-    return _mean_rows(vectors, source, graph.num_nodes) - _mean_rows(vectors, target, graph.num_nodes)
-
-
-def _mean_rows(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    total = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
-    count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
-    return total / count.unsqueeze(-1)
-
-
-def _residue_mean(hidden: torch.Tensor, node_residue: torch.Tensor, num_residues: int) -> torch.Tensor:
-    return _mean_rows(hidden, node_residue, num_residues)
+    return scatter_rows(vectors, source, graph.num_nodes, "mean") - scatter_rows(
+        vectors, target, graph.num_nodes, "mean"
+    )
 
 
 def _mean_per_graph(
