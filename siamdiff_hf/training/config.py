@@ -58,12 +58,15 @@ class ModelConfig:
     init_from: folder or Hub id of a `SiamDiffForPreTraining` to start from instead of random weights.
     encoder_from: folder or Hub id of an encoder whose weights and config initialise the encoder, e.g. an
         ESM-GearNet export holding ESM-2 weights; keys of ``encoder`` then override its config.
+    sequence_model_from: ESM-GearNet only: the ESM-2 weights (Hub id such as ``facebook/esm2_t33_650M_UR50D`` or
+        a folder from ``siamdiff-hf convert-fair-esm``) under a new GearNet (`EsmGearNetModel.from_esm_pretrained`).
     """
 
     encoder: dict = field(default_factory=lambda: {"model_type": "gearnet", "level": "residue"})
     siamdiff: dict = field(default_factory=dict)
     init_from: str | None = None
     encoder_from: str | None = None
+    sequence_model_from: str | None = None
 
 
 @dataclass
@@ -335,6 +338,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
             raise ConfigError(name, f"expected a number, got {type(value).__name__} {value!r}")
         return float(value)
     if hint is str:
+        if value is False and name.endswith("mixed_precision"):
+            return "no"  # YAML 1.1 reads an unquoted `no` as false
         if not isinstance(value, str):
             raise ConfigError(name, f"expected a string, got {type(value).__name__} {value!r}")
         return value
@@ -347,6 +352,10 @@ def validate(config: PretrainConfig, *, check_sources: bool = True) -> None:
         raise ConfigError("output_dir", "missing: set the folder that receives the run (output_dir=PATH)")
     _check_encoder(config.model.encoder)
     _check_signature_keys(config.model.siamdiff, "model.siamdiff", _siamdiff_parameters())
+    if config.model.sequence_model_from and config.model.encoder.get("model_type") != "esm_gearnet":
+        raise ConfigError("model.sequence_model_from", "only for model.encoder.model_type esm_gearnet")
+    if config.model.sequence_model_from and config.model.encoder_from:
+        raise ConfigError("model.sequence_model_from", "give either encoder_from or sequence_model_from")
     if "encoder_config" in config.model.siamdiff:
         raise ConfigError("model.siamdiff.encoder_config", "set the encoder under model.encoder")
 

@@ -136,8 +136,13 @@ def train_stage(accelerator: Accelerator, config: PretrainConfig, index: int, mo
 
     step, metrics = 0, {}
     if resume_from is not None:  # weights, optimizer, scheduler, RNG states, then this rank's data position
-        accelerator.load_state(str(resume_from))
         state = read_trainer_state(resume_from)
+        if state["num_processes"] != accelerator.num_processes:
+            raise ValueError(
+                f"{resume_from} was saved by {state['num_processes']} processes, not "
+                f"{accelerator.num_processes}: resume with the same number (data positions are per rank)"
+            )
+        accelerator.load_state(str(resume_from))
         step, metrics = state["step"], state.get("metrics", {})
         data_state = resume_from / f"data_state_rank{accelerator.process_index}.json"
         stream.load_state_dict(json.loads(data_state.read_text()))
@@ -235,6 +240,11 @@ def build_stage_model(config: PretrainConfig, index: int) -> SiamDiffForPreTrain
     if config.model.encoder_from:  # pretrained encoder weights; `model.encoder` keys override its config
         encoder_settings.pop("model_type", None)
         encoder = AutoModel.from_pretrained(config.model.encoder_from, **encoder_settings)
+    elif config.model.sequence_model_from:  # ESM-GearNet: pre-trained ESM-2, new GearNet
+        from ..models.esm_gearnet import EsmGearNetModel
+
+        kwargs = {k: v for k, v in encoder_settings.items() if k not in ("model_type", "esm_config")}
+        encoder = EsmGearNetModel.from_esm_pretrained(config.model.sequence_model_from, **kwargs)
     encoder_config = encoder.config if encoder is not None else encoder_settings
     model = SiamDiffForPreTraining(SiamDiffConfig(encoder_config=encoder_config, **settings))
     if encoder is not None:
@@ -544,7 +554,9 @@ def export_stage(accelerator: Accelerator, config: PretrainConfig, index: int, m
         for folder in ("model", "encoder"):
             processor.save_pretrained(stage_dir / folder)
         settings = run_settings(config, index, accelerator)
-        card_metrics = {"steps": config.stages[index].max_steps, **metrics}
+        steps = config.stages[index].max_steps
+        # metrics of the last log window of this stage; proteins and epoch count from the stage start
+        card_metrics = {"total_steps": _global_step(config, index, steps), "stage_steps": steps, **metrics}
         summary = {"settings": settings, "metrics": card_metrics}
         (stage_dir / "model" / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         card = build_model_card(

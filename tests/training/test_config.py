@@ -59,6 +59,7 @@ def test_overrides_and_bundled_source():
     assert config.model.encoder["hidden_dims"] == [16, 16]
     assert config.optimizer.learning_rate == 2e-4  # `2e-4` is a string to PyYAML; accepted for float keys
     assert config.data.sources == ["bundled"]
+    assert load_config(QUICKSTART, ["training.mixed_precision=no"]).training.mixed_precision == "no"  # YAML: false
     assert sorted(p.name for p in bundled_structures().glob("*.pdb.gz")) == sorted(
         p.name for p in (ROOT / "tests" / "data").glob("*.pdb.gz")
     )
@@ -85,6 +86,7 @@ def test_overrides_and_bundled_source():
         (["optimizer.lr_scheduler=cosinus"], "optimizer.lr_scheduler", "must be"),
         (["stages.1.gamma=1.5"], "stages.1.gamma", "[0, 1]"),
         (["data"], "data", "key=value"),
+        (["model.sequence_model_from=esm2"], "model.sequence_model_from", "esm_gearnet"),
     ],
 )
 def test_bad_config_names_the_key(overrides, key, words):

@@ -72,7 +72,8 @@ def quickstart_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(siamdiff_hf.hub, "HfApi", lambda token=None: api)
         code = main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *TINY, "stages.0.max_steps=3",
-                     "stages.1.max_steps=2", "checkpointing.every_n_steps=2",
+                     "stages.1.max_steps=2", "checkpointing.every_n_steps=2", "training.gradient_accumulation_steps=2",
+                     "training.max_grad_norm=1.0", "optimizer.lr_scheduler=cosine", "optimizer.warmup_steps=1",
                      "--push-to-hub", "someone/tiny"])  # fmt: skip
     assert code == 0
     return output_dir, api
@@ -106,7 +107,8 @@ def test_quickstart_logs_and_rotation(quickstart_run):
     log = [r for r in read_jsonl(output_dir / "logs" / "train_log.jsonl") if "loss" in r]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]  # global steps over both stages
     assert {"skipped_files", "proteins_per_second", "sequence_accuracy", "learning_rate"} <= set(log[0])
-    assert log[-1]["skipped_files"] == 0 and log[-1]["proteins"] == 4
+    assert log[-1]["skipped_files"] == 0 and log[-1]["proteins"] == 8  # 2 steps x 2 accumulated batches of 2
+    assert log[0]["learning_rate"] == pytest.approx(1e-4) and log[1]["learning_rate"] < 1e-4  # warmup, cosine
     # every 2 steps and at each stage end, keeping 2: stage1 2, 3, stage2 2 (periodic and final)
     assert checkpoint_names(output_dir) == ["stage1-step00000003", "stage2-step00000002"]
 
@@ -118,7 +120,8 @@ def test_model_card_lists_the_run(quickstart_run):
     assert "library_name: transformers" in card and "siamdiff" in card and "gearnet" in card
     assert "stage1: 3 steps (beta_start=0.001, beta_end=0.1, num_timesteps=100, gamma=0.5)" in card
     assert "stage2: 2 steps (beta_start=0.0001, beta_end=0.0001, num_timesteps=5, gamma=0.2)" in card
-    assert "2 per process x 1 processes x 1 accumulation" in card and "bundled" in card
+    assert "2 per process x 1 processes x 2 accumulation = 4 proteins per step" in card and "bundled" in card
+    assert "| total_steps | 5 |" in card and "| stage_steps | 2 |" in card
     assert f"| loss | {final['loss']:.4g} |" in card
     assert f"| sequence_accuracy | {final['sequence_accuracy']:.4g} |" in card
     assert "someone/tiny" in card and "@inproceedings{zhang2023siamdiff" in card
@@ -208,7 +211,7 @@ def test_sigterm_saves_a_checkpoint_then_resume_finishes(tmp_path):
 
     step = state["step"]
     code = main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *settings, f"stages.0.max_steps={step + 1}",
-                 "--resume"])  # fmt: skip
+                 "--resume", str(checkpoint)])  # fmt: skip
     assert code == 0
     assert (output_dir / "encoder" / "model.safetensors").exists()
     steps = [(r["stage"], r["step"]) for r in read_jsonl(ids_log)]
