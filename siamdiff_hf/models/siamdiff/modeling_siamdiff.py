@@ -167,22 +167,25 @@ class SiamDiffForPreTraining(SiamDiffPreTrainedModel):
         positions = [atom_positions]
         if c.use_mutual_information:
             if conformer_positions is None:
-                conformer_positions = self.conformer(residue_type, atom_positions, atom_mask, batch, generator)
+                with record_function("siamdiff.conformer"):
+                    conformer_positions = self.conformer(residue_type, atom_positions, atom_mask, batch, generator)
             positions.append(conformer_positions)
 
         trajectories = []
         for k, trajectory_positions in enumerate(positions):
-            graph = self.encoder.build_graph(
-                residue_type, trajectory_positions, atom_mask, batch, residue_index, chain_index,
-                masked_residues=masked, **encoder_inputs,
-            )  # fmt: skip
+            with record_function("siamdiff.graph_construction"):
+                graph = self.encoder.build_graph(
+                    residue_type, trajectory_positions, atom_mask, batch, residue_index, chain_index,
+                    masked_residues=masked, **encoder_inputs,
+                )  # fmt: skip
             if c.level == "atom" and c.official_atom_masking:
                 graph.node_features = graph.node_features.clone()
                 graph.node_features[:, -NUM_RESIDUE_FEATURES:] = 0  # the official bug: no atom keeps its type
             noise = structure_noise[k] if structure_noise is not None else None
             trajectories.append(self._add_structure_noise(graph, timesteps, noise, generator))
         for trajectory in trajectories:
-            trajectory.hidden = self.encoder(graph=trajectory.noisy).node_embeddings
+            with record_function("siamdiff.encoder"):
+                trajectory.hidden = self.encoder(graph=trajectory.noisy).node_embeddings
         if len(trajectories) == 1:  # DiffPreT: the same trajectory plays both roles
             trajectories.append(trajectories[0])
 
