@@ -256,3 +256,13 @@ def test_stage_two_starts_from_stage_one(tmp_path, inputs):
         assert torch.equal(value, stage2.state_dict()[key]), key
     out = stage2.train()(**inputs, generator=torch.Generator().manual_seed(0))
     assert out.timesteps.max() < 5 and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("num_mlp_layer", [1, 2, 3])
+def test_fused_edge_scores_equal_the_official_heads(num_mlp_layer):
+    torch.manual_seed(0)
+    model = tiny(num_mlp_layer=num_mlp_layer).double()
+    dim = model.encoder.output_dim
+    pair, lengths = torch.randn(50, dim, dtype=torch.float64), torch.rand(50, 1, dtype=torch.float64) * 12
+    official = model.struct_mlp(torch.cat([pair, model.dist_mlp(lengths)], dim=-1)).squeeze(-1)
+    torch.testing.assert_close(model.edge_scores(pair, lengths), official, rtol=1e-10, atol=1e-10)

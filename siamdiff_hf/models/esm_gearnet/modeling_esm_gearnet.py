@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import EsmModel, PreTrainedModel
+from transformers import EsmModel
 
 from ...graph import ProteinGraph, scatter_rows
 from ...protein.processor import esm_residue_tokens, esm_tokenizer
 from ..gearnet import GearNetConfig, GearNetModel
+from ..modeling_utils import ProteinPreTrainedModel
 from ..outputs import ProteinEncoderOutput
 from .configuration_esm_gearnet import DEFAULT_ESM_NAME, EsmGearNetConfig
 
@@ -104,18 +105,12 @@ def window_tokens(tokens: torch.Tensor, windows: EsmWindows) -> tuple[torch.Tens
     return ids, attention_mask.long()
 
 
-class EsmGearNetPreTrainedModel(PreTrainedModel):
+class EsmGearNetPreTrainedModel(ProteinPreTrainedModel):
     """Weight initialisation and loading glue of ESM-GearNet (the ESM and GearNet halves keep their own init)."""
 
     config_class = EsmGearNetConfig
     base_model_prefix = "esm_gearnet"
-    main_input_name = "residue_type"
     _no_split_modules = ["EsmLayer", "RelationalGraphConv"]
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # Sub-models (EsmModel, GearNetModel) are dispatched to their own `_init_weights` by transformers.
-        if isinstance(module, nn.Linear | nn.BatchNorm1d | nn.Embedding | nn.LayerNorm):
-            module.reset_parameters()
 
 
 class EsmGearNetModel(EsmGearNetPreTrainedModel):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
 from ...graph import (
@@ -21,6 +20,7 @@ from ...graph import (
     residue_graph,
     scatter_rows,
 )
+from ..modeling_utils import ProteinPreTrainedModel
 from ..nodes import atom_nodes, edge_residue_type, residue_nodes
 from ..outputs import ProteinEncoderOutput
 from .configuration_gearnet import GearNetConfig
@@ -50,18 +50,12 @@ class RelationalGraphConv(nn.Module):
         return self.activation(hidden) if self.activation is not None else hidden
 
 
-class GearNetPreTrainedModel(PreTrainedModel):
+class GearNetPreTrainedModel(ProteinPreTrainedModel):
     """Weight initialisation and loading glue shared by GearNet models."""
 
     config_class = GearNetConfig
     base_model_prefix = "gearnet"
-    main_input_name = "residue_type"
     _no_split_modules = ["RelationalGraphConv"]
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # Keep PyTorch's (and so TorchDrug's) default initialisation; transformers 5 would otherwise draw N(0, 0.02).
-        if isinstance(module, nn.Linear | nn.BatchNorm1d | nn.Embedding | nn.LayerNorm):
-            module.reset_parameters()
 
 
 class GearNetModel(GearNetPreTrainedModel):

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
 from ...graph import ProteinGraph, atom_graph, scatter_rows
 from ...protein.constants import NUM_ELEMENT_FEATURES, NUM_RESIDUE_FEATURES
+from ..modeling_utils import ProteinPreTrainedModel
 from ..nodes import atom_nodes
 from ..outputs import ProteinEncoderOutput
 from .configuration_gvp import GVPConfig
@@ -221,18 +221,12 @@ class GVPEncoderOutput(ProteinEncoderOutput):
     vector_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-class GVPPreTrainedModel(PreTrainedModel):
+class GVPPreTrainedModel(ProteinPreTrainedModel):
     """Weight initialisation and loading glue shared by GVP models."""
 
     config_class = GVPConfig
     base_model_prefix = "gvp"
-    main_input_name = "residue_type"
     _no_split_modules = ["GVPConvLayer"]
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # Keep PyTorch's (and so SiamDiff's) default initialisation; transformers 5 would otherwise draw N(0, 0.02).
-        if isinstance(module, nn.Linear | nn.Embedding | nn.LayerNorm):
-            module.reset_parameters()
 
 
 class GVPModel(GVPPreTrainedModel):

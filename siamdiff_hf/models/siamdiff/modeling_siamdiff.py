@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel
 from transformers.utils import ModelOutput
 
 from ...diffusion import MaskRateSchedule, StructureNoiseSchedule
 from ...graph import ProteinGraph, scatter_rows
 from ...protein.conformer import gaussian_conformer, torsion_conformer
 from ...protein.constants import NUM_RESIDUE_FEATURES, NUM_RESIDUE_TYPES
+from ..modeling_utils import ProteinPreTrainedModel
 from .configuration_siamdiff import SiamDiffConfig
 
 
@@ -73,15 +74,9 @@ class _Trajectory:
     hidden: torch.Tensor | None = None
 
 
-class SiamDiffPreTrainedModel(PreTrainedModel):
+class SiamDiffPreTrainedModel(ProteinPreTrainedModel):
     config_class = SiamDiffConfig
     base_model_prefix = "encoder"
-    main_input_name = "residue_type"
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # PyTorch's default initialisation, as TorchDrug; transformers 5 would otherwise draw N(0, 0.02).
-        if isinstance(module, nn.Linear | nn.BatchNorm1d | nn.Embedding | nn.LayerNorm):
-            module.reset_parameters()
 
 
 class SiamDiffForPreTraining(SiamDiffPreTrainedModel):
@@ -242,11 +237,31 @@ class SiamDiffForPreTraining(SiamDiffPreTrainedModel):
         source, target_node = graph.edge_index
         noisy_lengths = graph.edge_lengths().unsqueeze(-1)
         pair = hidden[source] * hidden[target_node]
-        score = self.struct_mlp(torch.cat([pair, self.dist_mlp(noisy_lengths.to(pair.dtype))], dim=-1)).squeeze(-1)
+        score = self.edge_scores(pair, noisy_lengths.to(pair.dtype))
         prediction = project_edges_to_nodes(graph, score.float())
         target = project_edges_to_nodes(graph, trajectory.target.float())
         per_node = 0.5 * ((prediction - target) ** 2).sum(-1)
         return _mean_per_graph(per_node, graph.node_batch, graph.num_graphs), prediction, target
+
+    def edge_scores(self, pair: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Return (E,) ``struct_mlp([pair, dist_mlp(lengths)])`` for (E, D) pair features and (E, 1) lengths.
+
+        The same function as the official heads, computed faster: the last linear map of `dist_mlp` and the
+        distance half of `struct_mlp`'s first layer have nothing between them, so they are folded into one (D, D)
+        matrix per step instead of two (E, D) x (D, D) products per edge (a fifth of the heads' FLOPs).
+        """
+        dim = pair.shape[-1]
+        first, last_dist = self.struct_mlp.layers[0], self.dist_mlp.layers[-1]
+        distance = lengths
+        for layer in self.dist_mlp.layers[:-1]:
+            distance = torch.relu(layer(distance))
+        pair_weight, distance_weight = first.weight[:, :dim], first.weight[:, dim:]
+        fused_weight = distance_weight @ last_dist.weight
+        fused_bias = first.bias + distance_weight @ last_dist.bias
+        hidden = F.linear(pair, pair_weight) + F.linear(distance, fused_weight, fused_bias)
+        for layer in self.struct_mlp.layers[1:]:
+            hidden = layer(torch.relu(hidden))
+        return hidden.squeeze(-1)
 
     def _sequence_loss(
         self, graph: ProteinGraph, hidden: torch.Tensor, residue_type: torch.Tensor, masked_index: torch.Tensor,
