@@ -1,7 +1,7 @@
 """Graph construction on packed batches: neighbour search, relational graphs, line graphs, sparse aggregation."""
 
 from .builder import SEQUENTIAL_RELATIONS, atom_graph, gearnet_edge_features, residue_graph
-from .line_graph import line_graph, relational_adjacency, relational_aggregate
+from .line_graph import line_graph, relational_adjacency, relational_aggregate, relational_linear
 from .neighbors import knn_graph, radius_graph
 from .protein_graph import ProteinGraph
 from .scatter import scatter_rows
@@ -16,6 +16,7 @@ __all__ = [
     "radius_graph",
     "relational_adjacency",
     "relational_aggregate",
+    "relational_linear",
     "residue_graph",
     "scatter_rows",
 ]

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 
 def line_graph(
@@ -148,3 +149,52 @@ def _quiet_csr() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
         yield
+
+
+def relational_linear(
+    adjacency: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, num_relation: int
+) -> torch.Tensor:
+    """Return ``F.linear(relational_aggregate(adjacency, x, R), weight, bias)`` without keeping the aggregate.
+
+    The (num_nodes, R * C) aggregate is the largest activation of GearNet-Edge (8x the edge features, per layer
+    of the line graph). Autograd would keep it for the weight gradient; here only ``x`` is kept and the cheap
+    sparse product is recomputed in backward, so memory per layer drops by a factor R at the cost of one extra
+    sparse product. Under autocast the dense matmuls run in the autocast dtype, the sparse products in float32.
+    """
+    device_type = x.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+    with torch.autocast(device_type=device_type, enabled=False):
+        return _RelationalLinear.apply(adjacency, x, weight, bias, num_relation, dtype)
+
+
+class _RelationalLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, adjacency, x, weight, bias, num_relation, dtype):
+        ctx.adjacency, ctx.num_relation, ctx.dtype = adjacency, num_relation, dtype
+        ctx.save_for_backward(x, weight, bias)
+        aggregated = _aggregate(adjacency, x, num_relation, dtype)
+        return F.linear(aggregated, weight.to(dtype), None if bias is None else bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias = ctx.saved_tensors
+        grad = grad.to(ctx.dtype)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[2]:
+            aggregated = _aggregate(ctx.adjacency, x.detach(), ctx.num_relation, ctx.dtype)
+            grad_weight = (grad.t() @ aggregated).to(weight.dtype)
+        if bias is not None and ctx.needs_input_grad[3]:
+            grad_bias = grad.sum(0).to(bias.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_aggregated = (grad @ weight.to(ctx.dtype)).view(-1, x.shape[1])
+            compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+            transpose = _transpose(ctx.adjacency).to(compute)
+            grad_x = (transpose @ grad_aggregated.to(compute)).to(x.dtype)
+        return None, grad_x, grad_weight, grad_bias, None, None
+
+
+def _aggregate(adjacency: torch.Tensor, x: torch.Tensor, num_relation: int, dtype: torch.dtype) -> torch.Tensor:
+    """Return the (num_nodes, R * C) relational sums of ``x`` in ``dtype`` (sparse product in float32/64)."""
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = adjacency.to(compute) @ x.to(compute)
+    return out.to(dtype).view(adjacency.shape[0] // num_relation, num_relation * x.shape[1])

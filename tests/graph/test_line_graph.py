@@ -126,3 +126,28 @@ def test_angle_bins_cover_zero_to_pi(num_angle_bin):
     expected = (angles / math.pi * num_angle_bin).floor().long().clamp(max=num_angle_bin - 1)
     assert torch.equal(lg_index[0], torch.zeros(50, dtype=torch.long))
     assert torch.equal(lg_type, expected)
+
+
+def test_relational_linear_matches_aggregate_then_linear_with_gradients():
+    from siamdiff_hf.graph import relational_adjacency, relational_aggregate, relational_linear
+
+    generator = torch.Generator().manual_seed(0)
+    num_nodes, num_relation, width = 30, 4, 6
+    edge_index = torch.randint(0, num_nodes, (2, 200), generator=generator)
+    edge_type = torch.randint(0, num_relation, (200,), generator=generator)
+    adjacency = relational_adjacency(edge_index, edge_type, num_nodes, num_relation)
+    x = torch.randn(num_nodes, width, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(5, num_relation * width, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, generator=generator, requires_grad=True)
+    ours = relational_linear(adjacency, x, weight, bias, num_relation)
+    reference = torch.nn.functional.linear(relational_aggregate(adjacency, x, num_relation), weight, bias)
+    torch.testing.assert_close(ours, reference)
+    upstream = torch.randn(ours.shape, dtype=torch.float64, generator=generator)
+    grads = torch.autograd.grad((ours * upstream).sum(), (x, weight, bias))
+    expected = torch.autograd.grad((reference * upstream).sum(), (x, weight, bias))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = relational_linear(adjacency, x.float(), weight.float(), bias.float(), num_relation)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.double(), reference, rtol=3e-2, atol=3e-2)

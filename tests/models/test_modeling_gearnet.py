@@ -231,3 +231,20 @@ def test_save_pretrained_round_trip(tmp_path, inputs):
         a, b = model(**inputs), loaded(**inputs)
     assert torch.equal(a.node_embeddings, b.node_embeddings)
     assert torch.equal(a.protein_embeddings, b.protein_embeddings)
+
+
+def test_recomputed_aggregation_gives_the_same_outputs_and_gradients(inputs):
+    torch.manual_seed(0)
+    stored = GearNetModel(GearNetConfig(level="atom", hidden_dims=[16, 16], recompute_aggregation=False)).double()
+    recomputed = GearNetModel(GearNetConfig(level="atom", hidden_dims=[16, 16], recompute_aggregation=True)).double()
+    recomputed.load_state_dict(stored.state_dict())
+    batch = to64(inputs)
+    outputs = []
+    for model in (stored, recomputed):
+        out = model(**batch).protein_embeddings
+        out.sum().backward()
+        outputs.append((out, [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    for a, b in zip(outputs[0][1], outputs[1][1]):
+        torch.testing.assert_close(a, b)
+    assert GearNetConfig(level="atom").recompute_aggregation and not GearNetConfig().recompute_aggregation

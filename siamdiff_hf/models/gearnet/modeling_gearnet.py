@@ -17,6 +17,7 @@ from ...graph import (
     line_graph,
     relational_adjacency,
     relational_aggregate,
+    relational_linear,
     residue_graph,
     scatter_rows,
 )
@@ -33,9 +34,12 @@ class RelationalGraphConv(nn.Module):
     one sparse-dense product; ``linear`` then mixes all relations in a single dense matmul.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_relation: int, batch_norm: bool, activation: str):
+    def __init__(
+        self, in_dim: int, out_dim: int, num_relation: int, batch_norm: bool, activation: str, recompute: bool = False
+    ):
         super().__init__()
         self.num_relation = num_relation
+        self.recompute = recompute
         # Registration order follows TorchDrug so state dicts list keys in the same order.
         self.batch_norm = nn.BatchNorm1d(out_dim) if batch_norm else None
         self.self_loop = nn.Linear(in_dim, out_dim)
@@ -44,10 +48,16 @@ class RelationalGraphConv(nn.Module):
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
         """Map (n, in_dim) node features over a (n*R, n) relational adjacency to (n, out_dim)."""
-        hidden = self.linear(relational_aggregate(adjacency, x, self.num_relation)) + self.self_loop(x)
+        hidden = self.relational_linear(adjacency, x) + self.self_loop(x)
         if self.batch_norm is not None:
             hidden = self.batch_norm(hidden)
         return self.activation(hidden) if self.activation is not None else hidden
+
+    def relational_linear(self, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Return ``linear(M)`` for the relational sums M of `x` (with `recompute`, M is not kept for backward)."""
+        if self.recompute:
+            return relational_linear(adjacency, x, self.linear.weight, self.linear.bias, self.num_relation)
+        return self.linear(relational_aggregate(adjacency, x, self.num_relation))
 
 
 class GearNetPreTrainedModel(ProteinPreTrainedModel):
@@ -69,7 +79,7 @@ class GearNetModel(GearNetPreTrainedModel):
     def __init__(self, config: GearNetConfig):
         super().__init__(config)
         dims = [config.input_dim, *config.hidden_dims]
-        conv = dict(batch_norm=config.batch_norm, activation=config.activation)
+        conv = dict(batch_norm=config.batch_norm, activation=config.activation, recompute=config.recompute_aggregation)
         self.layers = nn.ModuleList(
             RelationalGraphConv(dims[i], dims[i + 1], config.num_relation, **conv) for i in range(len(dims) - 1)
         )
@@ -227,7 +237,7 @@ class GearNetModel(GearNetPreTrainedModel):
             if self.config.edge_message_passing:
                 edge_hidden = self.edge_layers[i](edge_hidden, line_adjacency)
                 # The edge update reuses the node conv's own `linear` (TorchDrug quirk #1 in the reference).
-                update = layer.linear(relational_aggregate(edge_to_node, edge_hidden, graph.num_relation))
+                update = layer.relational_linear(edge_to_node, edge_hidden)
                 hidden = hidden + torch.relu(update)
             if self.config.batch_norm:
                 hidden = self.batch_norms[i](hidden)
