@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from ..graph import ProteinGraph
+
 
 class ProteinPreTrainedModel(PreTrainedModel):
     """PyTorch's default initialisation and bit-exact `from_pretrained` for the package's models."""
@@ -17,6 +19,23 @@ class ProteinPreTrainedModel(PreTrainedModel):
         # draw N(0, 0.02). Loaded tensors are protected by transformers, only missing ones are initialised.
         if isinstance(module, nn.Linear | nn.BatchNorm1d | nn.Embedding | nn.LayerNorm):
             module.reset_parameters()
+
+    def graph_from_inputs(
+        self,
+        graph: ProteinGraph | None,
+        residue_type: torch.Tensor | None,
+        atom_positions: torch.Tensor | None,
+        atom_mask: torch.Tensor | None,
+        batch: torch.Tensor | None,
+        *args,
+        **kwargs,
+    ) -> ProteinGraph:
+        """Return `graph` if given, else `self.build_graph` of the processor's tensors (which are then required)."""
+        if graph is not None:
+            return graph
+        if residue_type is None or atom_positions is None or atom_mask is None or batch is None:
+            raise ValueError("pass residue_type, atom_positions, atom_mask and batch (or a ready `graph`)")
+        return self.build_graph(residue_type, atom_positions, atom_mask, batch, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

@@ -302,13 +302,18 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
         `protein_embeddings` (B, H + G) = concat(mean ESM, GearNet readout), `batch` (L,), `node_batch` (L,),
         `node_residue` (L,), and `hidden_states` (ESM embeddings, then each GearNet layer) when asked.
         """
-        if graph is None:
-            if residue_type is None or atom_positions is None or atom_mask is None or batch is None:
-                raise ValueError("pass residue_type, atom_positions, atom_mask and batch (or a ready `graph`)")
-            graph = self.build_graph(
-                residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
-                esm_input_ids=esm_input_ids, edge_index=edge_index, edge_type=edge_type,
-            )  # fmt: skip
+        graph = self.graph_from_inputs(
+            graph,
+            residue_type,
+            atom_positions,
+            atom_mask,
+            batch,
+            residue_index,
+            chain_index,
+            esm_input_ids=esm_input_ids,
+            edge_index=edge_index,
+            edge_type=edge_type,
+        )
         hidden_states = self.gearnet.encode(graph)
         gearnet_config = self.config.gearnet_config
         structure = torch.cat(hidden_states[1:], dim=-1) if gearnet_config.concat_hidden else hidden_states[-1]

@@ -182,13 +182,18 @@ class GearNetModel(GearNetPreTrainedModel):
         the residue's atoms), `protein_embeddings` (B, D) (sum or mean readout), `batch` (L,), `node_batch` (n,),
         `node_residue` (n,), and `hidden_states` (input, then each layer) when asked.
         """
-        if graph is None:
-            if residue_type is None or atom_positions is None or atom_mask is None or batch is None:
-                raise ValueError("pass residue_type, atom_positions, atom_mask and batch (or a ready `graph`)")
-            graph = self.build_graph(
-                residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
-                edge_index=edge_index, edge_type=edge_type, edge_attr=edge_attr,
-            )  # fmt: skip
+        graph = self.graph_from_inputs(
+            graph,
+            residue_type,
+            atom_positions,
+            atom_mask,
+            batch,
+            residue_index,
+            chain_index,
+            edge_index=edge_index,
+            edge_type=edge_type,
+            edge_attr=edge_attr,
+        )
         hidden_states = self.encode(graph)
         node_embeddings = torch.cat(hidden_states[1:], dim=-1) if self.config.concat_hidden else hidden_states[-1]
         protein_embeddings = scatter_rows(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)

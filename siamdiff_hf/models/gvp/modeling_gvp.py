@@ -328,13 +328,17 @@ class GVPModel(GVPPreTrainedModel):
         (n_atoms,), `node_residue` (n_atoms,), and when asked `hidden_states` (scalars after `W_v` and after each
         layer) with `vector_hidden_states` (the matching (n_atoms, nv, 3) vectors).
         """
-        if graph is None:
-            if residue_type is None or atom_positions is None or atom_mask is None or batch is None:
-                raise ValueError("pass residue_type, atom_positions, atom_mask and batch (or a ready `graph`)")
-            graph = self.build_graph(
-                residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
-                edge_index=edge_index, edge_type=edge_type,
-            )  # fmt: skip
+        graph = self.graph_from_inputs(
+            graph,
+            residue_type,
+            atom_positions,
+            atom_mask,
+            batch,
+            residue_index,
+            chain_index,
+            edge_index=edge_index,
+            edge_type=edge_type,
+        )
         states = self.encode(graph)
         node_embeddings = self.W_out(states[-1])[0]
         protein_embeddings = scatter_rows(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
