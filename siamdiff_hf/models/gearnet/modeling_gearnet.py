@@ -21,8 +21,8 @@ from ...graph import (
     residue_graph,
     scatter_rows,
 )
+from ...graph.nodes import atom_nodes, edge_residue_type, residue_nodes
 from ..modeling_utils import ProteinPreTrainedModel
-from ..nodes import atom_nodes, edge_residue_type, residue_nodes
 from ..outputs import ProteinEncoderOutput
 from .configuration_gearnet import GearNetConfig
 

@@ -15,9 +15,9 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from ...graph import ProteinGraph, atom_graph, scatter_rows
+from ...graph.nodes import atom_nodes
 from ...protein.constants import NUM_ELEMENT_FEATURES, NUM_RESIDUE_FEATURES
 from ..modeling_utils import ProteinPreTrainedModel
-from ..nodes import atom_nodes
 from ..outputs import ProteinEncoderOutput
 from .configuration_gvp import GVPConfig
 
