@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
 
-    from ..training.pretrain import TrainingInterrupted, pretrain
+    from ..training import TrainingInterrupted, pretrain
 
     try:
         pretrain(config, resume=args.resume, push_to_hub=args.push_to_hub)

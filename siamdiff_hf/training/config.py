@@ -5,11 +5,12 @@ A run config has these sections (every key is optional except ``output_dir``, ``
 
     output_dir: outputs/quickstart      # receives everything: checkpoints, logs, stage exports, OUTPUT_DIR/encoder
     seed: 0
-    model:       {encoder: {model_type: gearnet, level: residue, ...}, siamdiff: {...}, init_from, encoder_from}
+    model:       {encoder: {model_type: gearnet, level: residue, ...}, objective: siamdiff, objective_settings: {...},
+                  init_from, encoder_from}      # `siamdiff: {...}` = objective_settings of the SiamDiff objective
     data:        {sources: [...], batch_size, crop_length, random_crop, min_length, max_length, min_plddt, ...}
     stages:      [{name, max_steps, beta_start, beta_end, num_timesteps, gamma, learning_rate, warmup_steps}, ...]
     optimizer:   {name: adam, learning_rate: 1.0e-4, weight_decay, betas, eps, lr_scheduler, warmup_steps}
-    training:    {mixed_precision, gradient_accumulation_steps, max_grad_norm, find_unused_parameters, ...}
+    training:    {mixed_precision: auto, deterministic, gradient_accumulation_steps, max_grad_norm, ...}
     checkpointing: {every_n_steps, keep}
     logging:     {log_every, report_to, project_name, record_ids, progress_bar}
     export:      {push_to_hub, private, title, description}
@@ -21,31 +22,29 @@ A run config has these sections (every key is optional except ``output_dir``, ``
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .config_io import (
+    ConfigError,
+    apply_override,  # noqa: F401  (re-exported: `from siamdiff_hf.training.config import apply_override`)
+    build_dataclass,
+    check_encoder,
+    check_keys,
+    init_parameters,
+    positive,
+    read_config_mapping,
+)
 
 BUNDLED_SOURCE = "bundled"  # data source name of the structures shipped with the package (quickstart)
-MIXED_PRECISION = (None, "no", "fp16", "bf16")
+MIXED_PRECISION = (None, "auto", "no", "fp16", "bf16")
+SCHEDULE_KEYS = ("beta_start", "beta_end", "num_timesteps", "gamma")  # per-stage objective settings
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 LEVEL_CROP = {"residue": 150, "atom": 100}  # the paper's random crop lengths
-
-
-class ConfigError(ValueError):
-    """A run configuration mistake; the message starts with the dotted key it concerns."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}" if key else message)
 
 
 @dataclass
@@ -54,8 +53,12 @@ class ModelConfig:
 
     encoder: keyword arguments of the encoder's config class plus its ``model_type`` (``gearnet``, ``gvp``,
         ``esm_gearnet``); e.g. ``{model_type: gearnet, level: residue}`` is the paper's residue GearNet-Edge.
-    siamdiff: `SiamDiffConfig` arguments shared by all stages (``use_mutual_information: false`` = DiffPreT).
-    init_from: folder or Hub id of a `SiamDiffForPreTraining` to start from instead of random weights.
+    objective: the pre-training objective: any ``model_type`` registered with ``AutoModelForPreTraining`` whose
+        config nests an ``encoder_config`` (``siamdiff``, the default; the baselines of `siamdiff_hf.models`).
+    objective_settings: arguments of the objective's config class shared by all stages.
+    siamdiff: the same as ``objective_settings`` for the SiamDiff objective (``use_mutual_information: false`` =
+        DiffPreT); kept so that existing configs run unchanged.
+    init_from: folder or Hub id of a pre-training model of the objective to start from instead of random weights.
     encoder_from: folder or Hub id of an encoder whose weights and config initialise the encoder, e.g. an
         ESM-GearNet export holding ESM-2 weights; keys of ``encoder`` then override its config.
     sequence_model_from: ESM-GearNet only: the ESM-2 weights (Hub id such as ``facebook/esm2_t33_650M_UR50D`` or
@@ -63,6 +66,8 @@ class ModelConfig:
     """
 
     encoder: dict = field(default_factory=lambda: {"model_type": "gearnet", "level": "residue"})
+    objective: str = "siamdiff"
+    objective_settings: dict = field(default_factory=dict)
     siamdiff: dict = field(default_factory=dict)
     init_from: str | None = None
     encoder_from: str | None = None
@@ -99,7 +104,9 @@ class DataConfig:
 
 @dataclass
 class StageConfig:
-    """One pre-training stage; unset schedule values fall back to ``model.siamdiff`` (then SiamDiffConfig's).
+    """One pre-training stage; unset schedule values fall back to the objective settings (then its config's).
+    The schedule keys (``beta_start``, ``beta_end``, ``num_timesteps``, ``gamma``) exist only for objectives whose
+    config has them (SiamDiff); ``learning_rate`` and ``warmup_steps`` for every objective.
 
     A stage after the first starts from the previous stage's whole model (encoder and heads) with a new
     optimizer and learning-rate schedule, as the official two-stage recipe.
@@ -132,7 +139,12 @@ class OptimizerConfig:
 class TrainingConfig:
     """Accelerate settings.
 
-    mixed_precision: ``no``, ``fp16``, ``bf16``, or None to take the launcher's (``accelerate launch``/config).
+    mixed_precision: ``auto`` (default: bf16 on CUDA and on CPUs with native BF16 (AVX512-BF16 or AMX), else
+        fp32; bf16 autocast on other CPUs runs many times slower), ``no``, ``fp16``, ``bf16``, or None to take the
+        launcher's (``accelerate launch``/config).
+    deterministic: make runs bit-reproducible: one CPU thread (multi-threaded CPU reductions are not), and on
+        CUDA torch's deterministic algorithms, deterministic cuDNN and a fixed cuBLAS workspace. With it (or
+        simply one thread on the CPU) a resumed run equals an uninterrupted one exactly.
     gradient_accumulation_steps: batches per optimizer step (``max_steps`` counts optimizer steps).
     max_grad_norm: clip the gradient norm to this (None: no clipping, as the paper).
     find_unused_parameters: DDP option; needed when some parameters get no gradient in a step.
@@ -140,7 +152,8 @@ class TrainingConfig:
     cpu: force the CPU even when a GPU is present.
     """
 
-    mixed_precision: str | None = None
+    mixed_precision: str | None = "auto"
+    deterministic: bool = False
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = None
     find_unused_parameters: bool = True
@@ -204,10 +217,19 @@ class PretrainConfig:
         """Return the name of stage ``index`` (``stage1``, ``stage2``... unless named)."""
         return self.stages[index].name or f"stage{index + 1}"
 
+    def global_step(self, index: int, step: int) -> int:
+        """Return the optimizer step counted over all stages of step ``step`` of stage ``index``."""
+        return sum(s.max_steps for s in self.stages[:index]) + step
+
+    @property
+    def objective_settings(self) -> dict[str, Any]:
+        """Return the objective's settings: ``model.objective_settings`` with the ``model.siamdiff`` alias."""
+        return {**self.model.siamdiff, **self.model.objective_settings}
+
     @property
     def level(self) -> str:
         """Return ``residue`` or ``atom``: the level of the configured encoder."""
-        return str(self.model.siamdiff.get("level") or self.model.encoder.get("level") or _default_level(self))
+        return str(self.objective_settings.get("level") or self.model.encoder.get("level") or _default_level(self))
 
     @property
     def crop_length(self) -> int:
@@ -226,7 +248,7 @@ def _default_level(config: PretrainConfig) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Loading, overrides and validation
+# Loading and validation
 # --------------------------------------------------------------------------------------------------------------
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (), *,
                 check_sources: bool = True) -> PretrainConfig:  # fmt: skip
@@ -235,144 +257,36 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     Raises:
         ConfigError: unknown key, wrong type, bad value or missing data source; the message names the key.
     """
-    raw: Any = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as error:
-            raise ConfigError("", f"cannot read config file {path}: {error}") from error
-        except yaml.YAMLError as error:
-            raise ConfigError("", f"{path} is not valid YAML: {error}") from error
-        if not isinstance(raw, dict):
-            raise ConfigError("", f"{path} must hold a mapping of keys, got {type(raw).__name__}")
-    for override in overrides:
-        apply_override(raw, override)
-    config = _build(PretrainConfig, raw, "")
+    config = build_dataclass(PretrainConfig, read_config_mapping(path, overrides))
     validate(config, check_sources=check_sources)
     return config
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """Set ``a.b.0.c=value`` in the raw YAML mapping (value parsed as YAML, e.g. ``[16,16]``, ``1.0e-4``)."""
-    key, sep, text = override.partition("=")
-    if not sep or not key:
-        raise ConfigError(override, "overrides are written key=value (e.g. data.batch_size=4)")
-    value = yaml.safe_load(text) if text.strip() else None
-    parts = key.split(".")
-    node: Any = raw
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(where, f"no list item {part} (the list has {len(node)} items)")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                if not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
-        else:
-            raise ConfigError(where, f"cannot set a key inside a {type(node).__name__}")
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    """Return dataclass ``cls`` built from ``raw``, checking keys and types recursively."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(prefix, f"expected a mapping of keys, got {type(raw).__name__} {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            raise ConfigError(name, f"unknown key (known keys here: {', '.join(fields)})")
-        kwargs[key] = _coerce(hints[key], value, name)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, name: str) -> Any:
-    """Return ``value`` checked against the type ``hint`` (nested dataclasses, lists, optionals, scalars)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        return _coerce(options[0], value, name) if len(options) == 1 else value
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, name)
-    if value is None and hint in (bool, int, float, str):
-        raise ConfigError(name, "missing: this key takes a value, not null")
-    if origin is list:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and args and args[0] is str:
-            value = [value]  # `sources: path` means a one-item list
-        if not isinstance(value, list):
-            raise ConfigError(name, f"expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(args[0], item, f"{name}.{i}") for i, item in enumerate(value)] if args else value
-    if hint is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ConfigError(name, f"expected a mapping, got {type(value).__name__} {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(name, f"expected true or false, got {type(value).__name__} {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(name, f"expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if hint is float:
-        # PyYAML reads `1e-4` (no dot) as a string: accept numbers written that way.
-        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(name, f"expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if hint is str:
-        if value is False and name.endswith("mixed_precision"):
-            return "no"  # YAML 1.1 reads an unquoted `no` as false
-        if not isinstance(value, str):
-            raise ConfigError(name, f"expected a string, got {type(value).__name__} {value!r}")
-        return value
-    return value
 
 
 def validate(config: PretrainConfig, *, check_sources: bool = True) -> None:
     """Check values and cross-field rules; raise `ConfigError` naming the first bad key."""
     if not config.output_dir:
         raise ConfigError("output_dir", "missing: set the folder that receives the run (output_dir=PATH)")
-    _check_encoder(config.model.encoder)
-    _check_signature_keys(config.model.siamdiff, "model.siamdiff", _siamdiff_parameters())
+    check_encoder(config.model.encoder)
+    _check_objective(config)
     if config.model.sequence_model_from and config.model.encoder.get("model_type") != "esm_gearnet":
         raise ConfigError("model.sequence_model_from", "only for model.encoder.model_type esm_gearnet")
     if config.model.sequence_model_from and config.model.encoder_from:
         raise ConfigError("model.sequence_model_from", "give either encoder_from or sequence_model_from")
-    if "encoder_config" in config.model.siamdiff:
-        raise ConfigError("model.siamdiff.encoder_config", "set the encoder under model.encoder")
 
     data = config.data
     if not data.sources:
         raise ConfigError("data.sources", "missing: give at least one structure source (path, glob, URL, or "
                           f"'{BUNDLED_SOURCE}' for the structures shipped with the package)")  # fmt: skip
-    _positive(data.batch_size, "data.batch_size")
-    _positive(data.files_per_shard, "data.files_per_shard")
-    _positive(data.shuffle_buffer_size, "data.shuffle_buffer_size")
+    positive(data.batch_size, "data.batch_size")
+    positive(data.files_per_shard, "data.files_per_shard")
+    positive(data.shuffle_buffer_size, "data.shuffle_buffer_size")
     if data.crop_length is not None:
-        _positive(data.crop_length, "data.crop_length")
+        positive(data.crop_length, "data.crop_length")
     if data.num_workers < 0:
         raise ConfigError("data.num_workers", f"must be >= 0, got {data.num_workers}")
     if data.backend not in ("gemmi", "biopython"):
         raise ConfigError("data.backend", f"must be 'gemmi' or 'biopython', got {data.backend!r}")
-    _check_signature_keys(data.processor, "data.processor", _processor_parameters())
+    check_keys(data.processor, "data.processor", _processor_parameters())
     if check_sources:
         for i, source in enumerate(data.sources):
             _check_source(source, f"data.sources.{i}", data.files_per_shard)
@@ -380,11 +294,11 @@ def validate(config: PretrainConfig, *, check_sources: bool = True) -> None:
     if not config.stages:
         raise ConfigError("stages", "missing: give at least one stage with its max_steps")
     for i, stage in enumerate(config.stages):
-        _positive(stage.max_steps, f"stages.{i}.max_steps")
+        positive(stage.max_steps, f"stages.{i}.max_steps")
         if stage.gamma is not None and not 0 <= stage.gamma <= 1:
             raise ConfigError(f"stages.{i}.gamma", f"must lie in [0, 1], got {stage.gamma}")
         if stage.num_timesteps is not None:
-            _positive(stage.num_timesteps, f"stages.{i}.num_timesteps")
+            positive(stage.num_timesteps, f"stages.{i}.num_timesteps")
     names = [config.stage_name(i) for i in range(len(config.stages))]
     if len(set(names)) != len(names):
         raise ConfigError("stages", f"stage names must be unique, got {names}")
@@ -401,69 +315,62 @@ def validate(config: PretrainConfig, *, check_sources: bool = True) -> None:
 
     train = config.training
     if train.mixed_precision not in MIXED_PRECISION:
-        raise ConfigError("training.mixed_precision", f"must be no, fp16, bf16 or null, got {train.mixed_precision!r}")
-    _positive(train.gradient_accumulation_steps, "training.gradient_accumulation_steps")
+        raise ConfigError("training.mixed_precision",
+                          f"must be auto, no, fp16, bf16 or null, got {train.mixed_precision!r}")  # fmt: skip
+    positive(train.gradient_accumulation_steps, "training.gradient_accumulation_steps")
     if train.max_grad_norm is not None and train.max_grad_norm <= 0:
         raise ConfigError("training.max_grad_norm", f"must be positive or null, got {train.max_grad_norm}")
     if config.checkpointing.every_n_steps is not None:
-        _positive(config.checkpointing.every_n_steps, "checkpointing.every_n_steps")
-    _positive(config.checkpointing.keep, "checkpointing.keep")
-    _positive(config.logging.log_every, "logging.log_every")
+        positive(config.checkpointing.every_n_steps, "checkpointing.every_n_steps")
+    positive(config.checkpointing.keep, "checkpointing.keep")
+    positive(config.logging.log_every, "logging.log_every")
     if config.level not in LEVEL_CROP:
         raise ConfigError("model.encoder.level", f"must be 'residue' or 'atom', got {config.level!r}")
 
 
-def _positive(value: int, key: str) -> None:
-    if value <= 0:
-        raise ConfigError(key, f"must be a positive integer, got {value}")
-
-
-def _check_encoder(encoder: dict) -> None:
-    """Check the encoder's model_type is registered and every key is an argument of its config class."""
+def _check_objective(config: PretrainConfig) -> None:
+    """Check ``model.objective`` is a registered pre-training model type, its settings are arguments of its
+    config class, and stage schedule keys exist for it."""
     from transformers import CONFIG_MAPPING
 
-    import siamdiff_hf  # noqa: F401  (registers the encoders)
+    import siamdiff_hf  # noqa: F401  (registers the objectives)
 
-    model_type = encoder.get("model_type")
-    if not model_type:
-        raise ConfigError("model.encoder.model_type", "missing (e.g. gearnet, gvp, esm_gearnet)")
-    if model_type not in CONFIG_MAPPING:
-        known = sorted(k for k in ("gearnet", "gvp", "esm_gearnet") if k in CONFIG_MAPPING)
-        raise ConfigError("model.encoder.model_type", f"unknown encoder {model_type!r} (installed: {known})")
-    config_class = CONFIG_MAPPING[model_type]
-    _check_signature_keys({k: v for k, v in encoder.items() if k != "model_type"}, "model.encoder",
-                          _init_parameters(config_class))  # fmt: skip
-    try:
-        config_class(**{k: v for k, v in encoder.items() if k != "model_type"})
-    except (TypeError, ValueError) as error:
-        raise ConfigError("model.encoder", f"invalid {model_type} settings: {error}") from error
+    model = config.model
+    known = registered_objectives()
+    if model.objective not in CONFIG_MAPPING or model.objective not in known:
+        raise ConfigError("model.objective", f"unknown pre-training objective {model.objective!r} (registered with "
+                          f"AutoModelForPreTraining: {known})")  # fmt: skip
+    if model.siamdiff and model.objective != "siamdiff":
+        raise ConfigError("model.siamdiff", f"SiamDiff settings with model.objective {model.objective}: put the "
+                          "objective's settings under model.objective_settings")  # fmt: skip
+    for key, value in model.siamdiff.items():  # the alias and the generic key may both be given, if they agree
+        if key in model.objective_settings and model.objective_settings[key] != value:
+            raise ConfigError(f"model.siamdiff.{key}", f"{value!r} disagrees with model.objective_settings.{key}")
+    prefix = "model.siamdiff" if model.siamdiff and not model.objective_settings else "model.objective_settings"
+    settings = config.objective_settings
+    if "encoder_config" in settings:
+        raise ConfigError(f"{prefix}.encoder_config", "set the encoder under model.encoder")
+    parameters = init_parameters(CONFIG_MAPPING[model.objective])
+    check_keys(settings, prefix, parameters)
+    for i, stage in enumerate(config.stages):
+        for key in SCHEDULE_KEYS:
+            if getattr(stage, key) is not None and parameters is not None and key not in parameters:
+                raise ConfigError(f"stages.{i}.{key}", f"the {model.objective} objective has no {key} setting "
+                                  "(stage schedule keys apply to objectives that have them: siamdiff)")  # fmt: skip
 
 
-def _init_parameters(cls: type) -> set[str] | None:
-    """Return the named keyword arguments of ``cls.__init__`` (None if it takes only ``**kwargs``)."""
-    parameters = inspect.signature(cls.__init__).parameters
-    named = {n for n, p in parameters.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return named or None
+def registered_objectives() -> list[str]:
+    """Return the model types registered with `AutoModelForPreTraining` whose config nests an encoder config."""
+    from transformers import MODEL_FOR_PRETRAINING_MAPPING
 
-
-def _siamdiff_parameters() -> set[str] | None:
-    from siamdiff_hf.models.siamdiff import SiamDiffConfig
-
-    return _init_parameters(SiamDiffConfig)
+    return sorted(c.model_type for c in MODEL_FOR_PRETRAINING_MAPPING._extra_content
+                  if "encoder_config" in (getattr(c, "sub_configs", None) or {}))  # fmt: skip
 
 
 def _processor_parameters() -> set[str] | None:
     from siamdiff_hf.protein.processor import ProteinStructureProcessor
 
-    return _init_parameters(ProteinStructureProcessor)
-
-
-def _check_signature_keys(values: dict, prefix: str, known: set[str] | None) -> None:
-    if known is None:
-        return
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"{prefix}.{key}", f"unknown key (known keys here: {', '.join(sorted(known))})")
+    return init_parameters(ProteinStructureProcessor)
 
 
 def bundled_structures() -> Path:

@@ -5,16 +5,15 @@ Only rank 0 exports the model, so to compare ranks each one dumps its own parame
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
 import torch
 
+import siamdiff_hf.training.loop as loop
 from siamdiff_hf.cli import main
 
-pretrain_module = importlib.import_module("siamdiff_hf.training.pretrain")
-_export_stage = pretrain_module.export_stage
+_export_stage = loop.export_stage
 
 
 def export_and_dump(accelerator, config, index, model, metrics, repo_id=None):
@@ -24,5 +23,5 @@ def export_and_dump(accelerator, config, index, model, metrics, repo_id=None):
     return _export_stage(accelerator, config, index, model, metrics, repo_id=repo_id)
 
 
-pretrain_module.export_stage = export_and_dump
+loop.export_stage = export_and_dump
 sys.exit(main(["pretrain", *sys.argv[1:]]))

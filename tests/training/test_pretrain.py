@@ -3,7 +3,6 @@ SIGTERM, and two processes on the CPU. Tiny encoders and few steps keep it quick
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -22,9 +21,8 @@ import siamdiff_hf.hub
 from siamdiff_hf import ProteinStructureProcessor
 from siamdiff_hf.cli import main
 from siamdiff_hf.training import list_checkpoints
+from siamdiff_hf.training.checkpoints import StopRequest
 
-# `siamdiff_hf.training.pretrain` the attribute is the function; the module is in sys.modules
-pretrain_module = importlib.import_module("siamdiff_hf.training.pretrain")
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 STRUCTURE = ROOT / "tests" / "data" / "2xcjA.pdb.gz"
@@ -167,7 +165,7 @@ def test_resume_is_exact_and_rotation_survives(tmp_path, monkeypatch):
             self.signum = signal.SIGTERM
         return calls["n"] == 3
 
-    monkeypatch.setattr(pretrain_module.StopRequest, "requested", stop_at_third_step)
+    monkeypatch.setattr(StopRequest, "requested", stop_at_third_step)
     assert main(["pretrain", QUICKSTART, f"output_dir={resumed}", *settings]) == 128 + signal.SIGTERM
     assert checkpoint_names(resumed) == ["stage1-step00000002", "stage1-step00000003"]
     calls["n"] = 0
