@@ -19,8 +19,7 @@ from .models import (
     SiamDiffForPreTraining,
     SiamDiffPreTrainingOutput,
 )
-from .protein.processor import ProteinStructureProcessor
-from .protein.structure import InvalidStructureError, Protein, parse_structure
+from .protein import InvalidStructureError, Protein, ProteinStructureProcessor, parse_structure
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,8 @@ import numpy as np
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
 from siamdiff_hf.protein import constants as C
-from siamdiff_hf.protein.structure import BACKENDS, InvalidStructureError, Protein, parse_structure
+from siamdiff_hf.protein.parsing import check_backend, parse_structure
+from siamdiff_hf.protein.protein import InvalidStructureError, Protein
 
 if TYPE_CHECKING:
     from transformers import EsmTokenizer
@@ -56,8 +57,7 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
     ):
         if crop_length is not None and int(crop_length) < 1:
             raise ValueError(f"crop_length must be positive or None, got {crop_length}")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+        check_backend(backend)
         kwargs.pop("feature_extractor_type", None)  # written by to_dict; the class itself says it
         super().__init__(**kwargs)
         self.crop_length = None if crop_length is None else int(crop_length)
@@ -101,10 +101,9 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
         if isinstance(item, (str, os.PathLike)):
             return parse_structure(item, chain=self.chain, backend=self.backend)
         if isinstance(item, (bytes, bytearray, memoryview)):
-            return Protein.from_bytes(bytes(item), format=None, name=f"<item {index}: bytes>", chain=self.chain,
-                                      backend=self.backend)  # fmt: skip
+            return parse_structure(bytes(item), name=f"<item {index}: bytes>", chain=self.chain, backend=self.backend)
         if hasattr(item, "level") and hasattr(item, "get_list"):  # Bio.PDB Structure or Model
-            return Protein.from_biopython(item, chain=self.chain)
+            return parse_structure(item, chain=self.chain)
         if isinstance(item, Protein):
             protein = item
         elif isinstance(item, dict):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from Bio.PDB import PDBParser
 
+from siamdiff_hf.protein import InvalidStructureError, Protein, parse_structure
 from siamdiff_hf.protein.processor import (
     ESM_INPUT_NAME,
     MODEL_INPUT_NAMES,
@@ -17,7 +18,6 @@ from siamdiff_hf.protein.processor import (
     esm_token_ids,
     esm_tokenizer,
 )
-from siamdiff_hf.protein.structure import InvalidStructureError, Protein, parse_structure
 
 DTYPES = {
     "residue_type": torch.long,

@@ -12,8 +12,8 @@ import pytest
 import torch
 from Bio.PDB import MMCIFIO, PDBParser
 
+from siamdiff_hf.protein import InvalidStructureError, Protein, parse_structure
 from siamdiff_hf.protein import constants as C
-from siamdiff_hf.protein.structure import InvalidStructureError, Protein, parse_structure
 
 FIELDS = ("residue_type", "atom_positions", "atom_mask", "residue_number", "insertion_code", "chain_id", "b_factor")
 BACKENDS = ("gemmi", "biopython")
@@ -267,6 +267,63 @@ def test_mmcif_uses_author_chain_and_numbers(data_dir, tmp_path):
         protein = parse_structure(path, backend=backend)
         assert_same(protein, reference)
         assert protein.residue_number[0] == 433 and protein.chains == ["A"]
+
+
+def awkward_pdb() -> bytes:
+    """Records the vectorised gemmi path must treat exactly as the reference table does."""
+    lines = residue_lines("ALA", " ", 1, ["N", "CA", "C", "O", "CB"], record="HETATM")  # blank chain, HETATM
+    # MSE listing both SE and SD (both land in SD: the name listed last wins), SEC's SE becomes SG
+    lines += residue_lines("MSE", " ", 2, ["N", "CA", "C", "SD", "CB", "SE"], origin=2.0, record="HETATM")
+    lines += residue_lines("SEC", " ", 3, ["N", "CA", "C", "O", "CB", "SE"], origin=3.0, record="HETATM")
+    lines += residue_lines("UNK", " ", 4, ["CA", "CB"], origin=4.0)  # UNK without a full backbone: kept
+    lines += residue_lines("DPN", " ", 5, ["N", "CA", "O"], origin=5.0, record="HETATM")  # no C: a ligand
+    # micro-heterogeneity where no variant has a CA: the first amino-acid variant is dropped and counted
+    lines += residue_lines("GLY", " ", 6, ["N", "C", "O"], alt="A", occ=0.5, origin=6.0)
+    lines += residue_lines("ALA", " ", 6, ["N", "C", "O", "CB"], alt="B", occ=0.5, origin=6.5)
+    # equal CA occupancy between variants: the first listed wins; altloc ties per atom: the first listed
+    lines += residue_lines("SER", " ", 7, ["N", "CA", "C", "OG"], alt="A", occ=0.5, origin=7.0)
+    lines += residue_lines("THR", " ", 7, ["N", "CA", "C", "OG1"], alt="B", occ=0.5, origin=7.5)
+    lines += residue_lines("LYS", " ", 8, ["N", "CA", "C"], icode="B", origin=8.0)
+    lines += residue_lines("LYS", " ", 8, ["N", "CA", "C"], icode="A", origin=8.5)  # order of appearance
+    lines += residue_lines("GLY", "X", -3, ["N", "CA", "C"], origin=9.0)  # negative residue number
+    lines += residue_lines("HOH", " ", 300, ["O"], record="HETATM", origin=10.0)
+    return pdb_text(lines)
+
+
+def test_awkward_records_identical_in_both_backends():
+    protein = parse_both(awkward_pdb())
+    index = C.ATOM37_INDEX
+    assert protein.sequence == "AMCXSKKG"
+    assert protein.chain_id.tolist() == [""] * 7 + ["X"]
+    assert protein.residue_number.tolist() == [1, 2, 3, 4, 7, 8, 8, -3]
+    assert protein.insertion_code.tolist() == [""] * 5 + ["B", "A", ""]
+    assert protein.missing_ca == {"": 1}
+    assert protein.atom_positions[1, index["SD"]].tolist() == [7.0, 9.5, 3.0]  # SE, listed after SD
+    assert protein.atom_mask[2, index["SG"]] and protein.atom_mask[3].sum() == 2
+
+
+def test_mmcif_with_altlocs_insertion_codes_and_modified_residues(tmp_path):
+    """The synthetic PDB written as mmCIF by Biopython (altlocs, icodes, MSE/SEP, HETATM) parses the same."""
+    with io.StringIO(synthetic_pdb().decode()) as handle:
+        structure = PDBParser(QUIET=True).get_structure("synthetic", handle)
+    writer = MMCIFIO()
+    writer.set_structure(structure)
+    out = io.StringIO()
+    writer.save(out)
+    cif = out.getvalue().encode()
+    reference = parse_both(synthetic_pdb())
+    path = tmp_path / "synthetic.cif.gz"
+    path.write_bytes(gzip.compress(cif))
+    for backend in BACKENDS:
+        assert_same(parse_structure(path, backend=backend), reference)
+
+
+def test_aliases_are_parse_structure(data_dir):
+    path = data_dir / "1dx5I.pdb.gz"
+    reference = parse_structure(path)
+    assert_same(Protein.from_file(path), reference)
+    assert_same(Protein.from_bytes(path.read_bytes(), format=None, name="x/1dx5I.pdb.gz"), reference)
+    assert Protein.from_bytes(path.read_bytes(), format=None, name="x/1dx5I.pdb.gz").id == "1dx5I"
 
 
 # --- errors -------------------------------------------------------------------------------------------------------

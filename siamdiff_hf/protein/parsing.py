@@ -1,0 +1,507 @@
+"""`parse_structure`: PDB / mmCIF bytes or files (gzipped or not) -> a validated `Protein`.
+
+The parsing rules, applied identically by both backends:
+
+- only the first model is read;
+- residue identity is ``(chain, author residue number, insertion code)``; residues keep their order of first
+  appearance, grouped by chain (chains in order of first appearance); mmCIF files use the ``auth_`` ids;
+- per atom name the record with the highest occupancy wins (ties and duplicate records: the first listed);
+  where one residue id carries several residue names (micro-heterogeneity) the name whose CA has the highest
+  occupancy wins;
+- standard amino acids keep their atom37 heavy atoms; common modified residues map to their parent
+  (`constants.MODIFIED_RESIDUES`, atoms renamed by `constants.MODIFIED_ATOM_RENAMES`: MSE's SE becomes SD);
+  ``UNK`` and other residues with an N/CA/C backbone become the unknown type (id 20) with the atoms of
+  `constants.UNKNOWN_RESIDUE_ATOMS`; waters and ligands are dropped; hydrogens never match an atom37 slot;
+- amino-acid residues without a CA are dropped and counted in `Protein.missing_ca`;
+- the B-factor of a residue is its CA's (pLDDT for AlphaFold DB models).
+
+Backends: ``"gemmi"`` (default) reads the file with gemmi and exports the atom table as arrays
+(``gemmi.FlatStructure``), then applies the rules with numpy sorts and scatters, no Python loop over atoms or
+residues. ``"biopython"`` walks Bio.PDB's hierarchy into a dictionary table that applies the same rules record by
+record: slow, simple, and the reference the tests hold the gemmi path to (identical arrays).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from siamdiff_hf.protein import constants as C
+from siamdiff_hf.protein.formats import GZIP_ERRORS, entry_id, is_gzipped, normalise_format, structure_format
+from siamdiff_hf.protein.protein import InvalidStructureError, Protein
+
+BACKENDS: tuple[str, ...] = ("gemmi", "biopython")
+
+_WATERS = frozenset({"HOH", "WAT", "DOD", "H2O", "D2O", "TIP", "TIP3", "SOL"})
+_UNKNOWN_NAMES = frozenset({"UNK"})
+_BACKBONE = ("N", "CA", "C")
+# Atom names worth looking at: atom37 slots plus the names that modified residues rename into them.
+_KEPT_NAMES = frozenset(C.ATOM37_NAMES) | frozenset(n for r in C.MODIFIED_ATOM_RENAMES.values() for n in r)
+_RESIDUE_ATOM37_MASK = C.residue_atom37_mask()
+_CIF_START = re.compile(rb"\A\s*(?:#[^\n]*\n\s*)*data_")
+
+
+def check_backend(backend: str) -> str:
+    """Return ``backend`` if it is one of `BACKENDS`, else raise ValueError naming the choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    return backend
+
+
+# --- entry point ------------------------------------------------------------------------------------------------
+
+
+def parse_structure(
+    source: str | os.PathLike | bytes | Any,
+    *,
+    format: str | None = None,
+    chain: str | list[str] | None = None,
+    backend: str = "gemmi",
+    id: str | None = None,
+    name: str | None = None,
+) -> Protein:
+    """Return the `Protein` of a PDB / mmCIF file (optionally gzipped), raw bytes, or a Bio.PDB Structure/Model.
+
+    Args:
+        source: a path (``.pdb``, ``.ent``, ``.cif``, ``.mmcif``, each optionally ``.gz``), file content as bytes
+            (gzip detected by its magic number), or a Bio.PDB ``Structure``/``Model`` (then ``backend`` is unused).
+        format: ``"pdb"`` or ``"cif"``/``"mmcif"``; default: from the file name, else sniffed from the content.
+        chain: keep only this chain (or these chains), by author chain id.
+        backend: ``"gemmi"`` (default, fast) or ``"biopython"``; both give identical arrays.
+        id: the protein id; default: the file name without its extensions, or the Structure's id.
+        name: how errors name a bytes source (e.g. ``"shard.tar!AF-X.cif.gz"``); its suffix gives the format
+            when ``format`` is None, and its base name the default id. Default: ``"<bytes>"`` (id ``""``).
+
+    Raises:
+        InvalidStructureError: unreadable, empty or invalid structure, unknown chain; names the source.
+    """
+    if hasattr(source, "level") and hasattr(source, "get_list"):
+        return _parse_biopython_object(source, chain=chain, id=id)
+    check_backend(backend)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "<bytes>"
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        name = name or str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as err:
+            raise InvalidStructureError(name, f"cannot read file ({err.strerror or err})") from err
+    else:
+        raise TypeError(f"cannot parse a structure from {type(source).__name__}")
+    if format is None:
+        format = structure_format(name)
+    return _parse_bytes(data, fmt=format, name=name, chain=chain, backend=backend, id=id)
+
+
+def _parse_bytes(data: bytes, *, fmt: str | None, name: str, chain, backend: str, id: str | None) -> Protein:
+    """Return the `Protein` of raw (possibly gzipped) PDB/mmCIF bytes; ``name`` is used in errors."""
+    if is_gzipped(data):
+        try:
+            data = gzip.decompress(data)
+        except GZIP_ERRORS as err:
+            raise InvalidStructureError(name, f"corrupt gzip data ({err})") from err
+    if not data.strip():
+        raise InvalidStructureError(name, "empty file")
+    fmt = normalise_format(fmt, name) if fmt is not None else ("cif" if _CIF_START.match(data[:4096]) else "pdb")
+    protein_id = id if id is not None else _stem(name)
+    try:
+        if backend == "gemmi":
+            protein = _protein_from_columns(_gemmi_columns(data, fmt), name, protein_id)
+        else:
+            model = _first_model(_biopython_structure(data, fmt, protein_id))
+            table = _table_from_biopython(model) if model is not None else _ResidueTable()
+            protein = table.to_protein(name, protein_id)
+    except InvalidStructureError:
+        raise
+    except Exception as err:  # parser errors come in many types (ValueError, RuntimeError, KeyError, ...)
+        raise InvalidStructureError(name, f"cannot parse as {fmt} ({type(err).__name__}: {err})") from err
+    if backend == "gemmi" and fmt == "pdb" and not protein.atom_positions[protein.atom_mask].all():
+        _check_pdb_coordinates(data, name)  # an exact 0.0 is rare; gemmi also writes it for unparsable numbers
+    return _finish(protein, name, chain)
+
+
+def _parse_biopython_object(structure: Any, *, chain, id: str | None) -> Protein:
+    """Return the `Protein` of the first model of a Bio.PDB Structure (or of a Model)."""
+    model = _first_model(structure)
+    parent = structure if structure.level == "S" else structure.get_parent()
+    structure_id = id if id is not None else str(getattr(parent, "id", "") or "")
+    source = structure_id or "<biopython structure>"
+    table = _table_from_biopython(model) if model is not None else _ResidueTable()
+    return _finish(table.to_protein(source, structure_id), source, chain)
+
+
+def _finish(protein: Protein, source: str, chain) -> Protein:
+    """Return ``protein`` restricted to ``chain`` (when given), validated."""
+    if chain is not None:
+        protein = protein.select_chains(chain, source=source)
+    return protein.validate(source)
+
+
+def _stem(name: str) -> str:
+    """Return a file name without directories and structure/gzip extensions (``""`` for ``<bytes>``)."""
+    if name.startswith("<") and name.endswith(">"):
+        return ""
+    base = os.path.basename(name)
+    stem = entry_id(base)
+    return stem[:-3] if stem == base and base.lower().endswith(".gz") else stem
+
+
+# --- gemmi backend: arrays ----------------------------------------------------------------------------------------
+
+# Atom names the rules look at, sorted (np.searchsorted finds each record's code); -1 = not an atom37 slot.
+_NAME_TABLE = np.array(sorted(_KEPT_NAMES), dtype="S8")
+_NAME_SLOT = np.array([C.ATOM37_INDEX.get(n.decode(), -1) for n in _NAME_TABLE], dtype=np.int64)
+_NAME_CODE = {n.decode(): i for i, n in enumerate(_NAME_TABLE)}
+_BACKBONE_CODES = np.array([_NAME_CODE[n] for n in _BACKBONE])
+_CA_CODE = _NAME_CODE["CA"]
+_ICODES = np.array(["" if c in (0, 32) else chr(c) for c in range(256)])  # insertion code byte -> str
+_NOT_AMINO, _IF_BACKBONE = -1, -2  # residue-name classes besides a residue type id
+
+
+class _Columns:
+    """The first model's atom records as parallel arrays, in gemmi's hierarchy order (chain, residue, atom)."""
+
+    def __init__(self, chain, resnum, icode, resname, name, occ, pos, b, num_records: int):
+        self.chain, self.resnum, self.icode, self.resname = chain, resnum, icode, resname
+        self.name, self.occ, self.pos, self.b = name, occ, pos, b
+        self.num_records = num_records  # every record, hydrogens and waters included
+
+
+def _gemmi_columns(data: bytes, fmt: str) -> _Columns | None:
+    """Return the first model's records read by gemmi (None when the file holds no model)."""
+    import gemmi
+
+    if fmt == "cif":
+        document = gemmi.cif.read_string(data)
+        structure = gemmi.make_structure_from_block(document[0]) if len(document) else None
+    else:
+        structure = gemmi.read_pdb_string(data)
+    if structure is None or len(structure) == 0:
+        return None
+    if len(structure) > 1:
+        del structure[1:]
+    flat = gemmi.FlatStructure(structure)
+    flat.strings_as_numbers = False
+    return _Columns(
+        chain=flat.chain_ids, resnum=flat.resnums, icode=flat.icodes.view(np.uint8), resname=flat.residue_names,
+        name=flat.atom_names, occ=flat.occ, pos=flat.pos, b=flat.b_iso, num_records=len(flat),
+    )  # fmt: skip
+
+
+def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str) -> Protein:
+    """Return the `Protein` of atom-record arrays (the rules in the module docstring), not yet validated."""
+    if columns is None or columns.num_records == 0:
+        raise InvalidStructureError(source, "no atom records (empty file or not PDB/mmCIF)")
+    code = np.searchsorted(_NAME_TABLE, columns.name).clip(max=len(_NAME_TABLE) - 1)
+    kept = np.flatnonzero(_NAME_TABLE[code] == columns.name)
+    if len(kept) == 0:
+        raise InvalidStructureError(source, "no protein residues (only waters, ligands or other molecules)")
+    code = code[kept]
+    occ = columns.occ[kept]
+
+    # chains by first appearance; residues (chain rank, number, insertion code) by first appearance in chain
+    chain_names, chain_first, chain_of = np.unique(columns.chain[kept], return_index=True, return_inverse=True)
+    chain_rank = np.argsort(np.argsort(chain_first))
+    rank = chain_rank[chain_of].astype(np.int64)
+    key = (rank << 40) | ((columns.resnum[kept].astype(np.int64) + 2**31) << 8) | columns.icode[kept]
+    residue_keys, residue_first, residue_of = np.unique(key, return_index=True, return_inverse=True)
+    residue_rank = residue_keys >> 40
+    # variants: residue names within one residue id, by first appearance
+    resnames, resname_of = np.unique(columns.resname[kept], return_inverse=True)
+    variant_keys, variant_first, variant_of = np.unique(
+        residue_of.astype(np.int64) * len(resnames) + resname_of, return_index=True, return_inverse=True
+    )
+    variant_residue, variant_resname = np.divmod(variant_keys, len(resnames))
+
+    # best record per (variant, atom name): highest occupancy, then first listed
+    order = np.lexsort((np.arange(len(kept)), -occ, code, variant_of))
+    starts = np.flatnonzero(_first_of_run(variant_of[order], code[order]))
+    best = order[starts]
+    listed = np.minimum.reduceat(order, starts)  # first record of each atom name: the order names were listed
+    best_variant, best_code = variant_of[best], code[best]
+
+    residue_class, renames = _classify_names(resnames)
+    variant_type = residue_class[variant_resname]
+    backbone = np.zeros((len(variant_keys), len(_BACKBONE_CODES)), dtype=bool)
+    is_backbone = best_code[:, None] == _BACKBONE_CODES
+    backbone[best_variant[is_backbone.any(1)], is_backbone.argmax(1)[is_backbone.any(1)]] = True
+    variant_type = np.where(
+        (variant_type == _IF_BACKBONE) & backbone.all(1), C.UNKNOWN_RESIDUE, np.maximum(variant_type, _NOT_AMINO)
+    )
+    is_ca = best_code == _CA_CODE
+    ca_score = np.full(len(variant_keys), -np.inf)
+    ca_score[best_variant[is_ca]] = occ[best[is_ca]]
+    has_ca = np.zeros(len(variant_keys), dtype=bool)
+    has_ca[best_variant[is_ca]] = True
+
+    # best variant per residue: amino acids only, highest CA occupancy, then first listed
+    amino = np.flatnonzero(variant_type >= 0)
+    by_score = amino[np.lexsort((variant_first[amino], -ca_score[amino], variant_residue[amino]))]
+    first_of_residue = _first_of_run(variant_residue[by_score])
+    chosen = np.full(len(residue_keys), -1)
+    chosen[variant_residue[by_score[first_of_residue]]] = by_score[first_of_residue]
+
+    residue_order = np.lexsort((residue_first, residue_rank))
+    candidate = residue_order[chosen[residue_order] >= 0]
+    with_ca = has_ca[chosen[candidate]]
+    residues = candidate[with_ca]
+    missing = np.bincount(residue_rank[candidate[~with_ca]], minlength=len(chain_names))
+    names_by_rank = [chain_names[i].decode("latin-1").strip() for i in np.argsort(chain_first)]
+    if len(residues) == 0:
+        if missing.sum():
+            raise InvalidStructureError(source, "no amino-acid residue has a CA atom")
+        raise InvalidStructureError(source, "no protein residues (only waters, ligands or other molecules)")
+
+    row_of_residue = np.full(len(residue_keys), -1)
+    row_of_residue[residues] = np.arange(len(residues))
+    residue_type = variant_type[chosen[residues]]
+    # atom37 scatter of the chosen variants' best records (renamed, restricted to each type's slots)
+    best_residue = variant_residue[best_variant]
+    take = np.flatnonzero((chosen[best_residue] == best_variant) & (row_of_residue[best_residue] >= 0))
+    row = row_of_residue[best_residue[take]]
+    slot = _NAME_SLOT[best_code[take]]
+    for resname_index, old, new in renames:
+        renamed = (variant_resname[best_variant[take]] == resname_index) & (best_code[take] == _NAME_CODE[old])
+        slot[renamed] = C.ATOM37_INDEX[new]
+    allowed = slot >= 0
+    allowed[allowed] = _RESIDUE_ATOM37_MASK[residue_type[row[allowed]], slot[allowed]]
+    take, row, slot = take[allowed], row[allowed], slot[allowed]
+    # two records renamed into one slot (MSE with both SE and SD): the atom name listed last wins
+    last = np.lexsort((listed[take], slot, row))
+    keep = last[_first_of_run(row[last][::-1], slot[last][::-1])[::-1]]
+    take, row, slot = take[keep], row[keep], slot[keep]
+    records = kept[best[take]]
+
+    length = len(residues)
+    positions = np.zeros((length, C.NUM_ATOM37, 3), dtype=np.float32)
+    positions[row, slot] = columns.pos[records]
+    mask = np.zeros((length, C.NUM_ATOM37), dtype=bool)
+    mask[row, slot] = True
+    b_factor = np.zeros(length, dtype=np.float32)
+    ca = slot == C.CA_INDEX
+    b_factor[row[ca]] = columns.b[records[ca]]
+    keys = residue_keys[residues]
+    protein = Protein(
+        residue_type=residue_type,
+        atom_positions=positions,
+        atom_mask=mask,
+        residue_number=((keys >> 8) & 0xFFFFFFFF) - 2**31,
+        insertion_code=_ICODES[keys & 0xFF],
+        chain_id=np.asarray(names_by_rank, dtype=str)[residue_rank[residues]],
+        b_factor=b_factor,
+        id=protein_id,
+    )
+    protein.missing_ca = {names_by_rank[i]: int(n) for i, n in enumerate(missing) if n}
+    return protein
+
+
+def _first_of_run(*keys: np.ndarray) -> np.ndarray:
+    """Return a bool mask marking the first element of each run of equal consecutive ``keys`` tuples."""
+    first = np.zeros(len(keys[0]), dtype=bool)
+    first[:1] = True
+    for key in keys:
+        first[1:] |= key[1:] != key[:-1]
+    return first
+
+
+def _classify_names(resnames: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Return per distinct residue name its class (type id, `_NOT_AMINO`, `_IF_BACKBONE`) and the atom renames.
+
+    A loop over the few distinct residue names of a file, not over residues.
+    """
+    classes = np.full(len(resnames), _NOT_AMINO, dtype=np.int64)
+    renames: list[tuple[int, str, str]] = []
+    for i, raw in enumerate(resnames.tolist()):
+        resname = raw.decode("latin-1").strip()
+        if resname in C.RESIDUE_ID:
+            classes[i] = C.RESIDUE_ID[resname]
+        elif resname in C.MODIFIED_RESIDUES:
+            classes[i] = C.RESIDUE_ID[C.MODIFIED_RESIDUES[resname]]
+            renames.extend((i, old, new) for old, new in C.MODIFIED_ATOM_RENAMES.get(resname, {}).items())
+        elif resname in _UNKNOWN_NAMES:
+            classes[i] = C.UNKNOWN_RESIDUE
+        elif resname not in _WATERS:
+            classes[i] = _IF_BACKBONE
+    return classes, renames
+
+
+_PDB_COORDINATE_COLUMNS = (slice(30, 38), slice(38, 46), slice(46, 54))
+
+
+def _check_pdb_coordinates(data: bytes, source: str) -> None:
+    """Raise InvalidStructureError if an ATOM/HETATM coordinate field is not a number (gemmi reads those as 0).
+
+    Runs only when a parsed coordinate is exactly 0.0, which real files almost never hold.
+    """
+    for line in data.splitlines():
+        if line.startswith((b"ATOM", b"HETATM")):
+            for columns in _PDB_COORDINATE_COLUMNS:
+                try:
+                    float(line[columns])
+                except ValueError:
+                    text = line.decode("latin-1").rstrip()
+                    raise InvalidStructureError(source, f"invalid coordinate in record {text!r}") from None
+
+
+# --- biopython backend: the reference table -----------------------------------------------------------------------
+
+
+class _ResidueTable:
+    """Collects atom records chain -> (resnum, icode) -> residue name -> atom name -> best record."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, dict[tuple[int, str], dict[str, dict[str, tuple]]]] = {}
+        self.num_atoms = 0  # every record seen, hydrogens and waters included
+
+    def add(self, chain: str, resnum: int, icode: str, resname: str, name: str, occupancy: float, xyz, b: float):
+        residues = self.chains.get(chain)
+        if residues is None:
+            residues = self.chains[chain] = {}
+        variants = residues.get((resnum, icode))
+        if variants is None:
+            variants = residues[(resnum, icode)] = {}
+        atoms = variants.get(resname)
+        if atoms is None:
+            atoms = variants[resname] = {}
+        old = atoms.get(name)
+        if old is None or occupancy > old[0]:  # strict: ties and duplicates keep the first record
+            atoms[name] = (occupancy, xyz, b)
+
+    def to_protein(self, source: str, protein_id: str) -> Protein:
+        """Return the `Protein` of the collected records (rules in the module docstring), not yet validated."""
+        if self.num_atoms == 0:
+            raise InvalidStructureError(source, "no atom records (empty file or not PDB/mmCIF)")
+        types, atom_lists, numbers, icodes, chain_ids = [], [], [], [], []
+        missing_ca: dict[str, int] = {}
+        for chain_id, residues in self.chains.items():
+            missing_ca[chain_id] = 0
+            for (resnum, icode), variants in residues.items():
+                best = None
+                for resname, atoms in variants.items():
+                    residue_type, renames = _classify(resname, atoms)
+                    if residue_type is None:
+                        continue
+                    score = atoms["CA"][0] if "CA" in atoms else -np.inf
+                    if best is None or score > best[0]:
+                        best = (score, residue_type, renames, atoms)
+                if best is None:  # water or ligand
+                    continue
+                _, residue_type, renames, atoms = best
+                if "CA" not in atoms:
+                    missing_ca[chain_id] += 1
+                    continue
+                types.append(residue_type)
+                atom_lists.append([(renames.get(n, n), rec) for n, rec in atoms.items()] if renames else atoms.items())
+                numbers.append(resnum)
+                icodes.append(icode)
+                chain_ids.append(chain_id)
+        if not types:
+            if sum(missing_ca.values()):
+                raise InvalidStructureError(source, "no amino-acid residue has a CA atom")
+            raise InvalidStructureError(source, "no protein residues (only waters, ligands or other molecules)")
+        protein = _fill(types, atom_lists, numbers, icodes, chain_ids, protein_id)
+        protein.missing_ca = {c: n for c, n in missing_ca.items() if n}
+        return protein
+
+
+def _classify(resname: str, atoms: dict[str, tuple]) -> tuple[int | None, dict[str, str]]:
+    """Return (residue type id or None for non-amino acids, atom renames) of a residue name."""
+    residue_type = C.RESIDUE_ID.get(resname)
+    if residue_type is not None:
+        return residue_type, {}
+    parent = C.MODIFIED_RESIDUES.get(resname)
+    if parent is not None:
+        return C.RESIDUE_ID[parent], C.MODIFIED_ATOM_RENAMES.get(resname, {})
+    if resname in _WATERS:
+        return None, {}
+    if resname in _UNKNOWN_NAMES or all(n in atoms for n in _BACKBONE):
+        return C.UNKNOWN_RESIDUE, {}
+    return None, {}
+
+
+def _fill(types, atom_lists, numbers, icodes, chain_ids, protein_id: str) -> Protein:
+    """Return a `Protein` with the atom37 arrays filled from per-residue (name, record) lists."""
+    length = len(types)
+    positions = np.zeros((length, C.NUM_ATOM37, 3), dtype=np.float32)
+    mask = np.zeros((length, C.NUM_ATOM37), dtype=bool)
+    b_factor = np.zeros(length, dtype=np.float32)
+    index = C.ATOM37_INDEX
+    for i, (residue_type, atoms) in enumerate(zip(types, atom_lists)):
+        allowed = _RESIDUE_ATOM37_MASK[residue_type]
+        for name, (_, xyz, b) in atoms:
+            j = index.get(name)
+            if j is not None and allowed[j]:
+                positions[i, j] = xyz
+                mask[i, j] = True
+                if j == C.CA_INDEX:
+                    b_factor[i] = b
+    return Protein(
+        residue_type=np.asarray(types, dtype=np.int64),
+        atom_positions=positions,
+        atom_mask=mask,
+        residue_number=np.asarray(numbers, dtype=np.int64),
+        insertion_code=np.asarray(icodes, dtype=str),
+        chain_id=np.asarray(chain_ids, dtype=str),
+        b_factor=b_factor,
+        id=protein_id,
+    )
+
+
+
+def _table_from_biopython(model) -> _ResidueTable:
+    """Return the residue table of a Bio.PDB Model (disordered residues and atoms expanded)."""
+    table = _ResidueTable()
+    kept = _KEPT_NAMES
+    for chain in model:
+        chain_id = str(chain.id).strip()
+        for residue in chain:
+            variants = residue.disordered_get_list() if residue.is_disordered() == 2 else [residue]
+            for variant in variants:
+                resname = variant.resname.strip()
+                _, resnum, icode = variant.id
+                icode = str(icode).strip()
+                for atom in variant:
+                    records = _altloc_records(atom) if atom.is_disordered() else (atom,)
+                    table.num_atoms += len(records)
+                    for record in records:
+                        name = record.get_name().strip()
+                        if name in kept:
+                            occupancy = record.get_occupancy()
+                            b = record.get_bfactor()
+                            table.add(
+                                chain_id, int(resnum), icode, resname, name,
+                                0.0 if occupancy is None else occupancy, tuple(record.coord.tolist()),
+                                0.0 if b is None else b,
+                            )  # fmt: skip
+    return table
+
+
+def _altloc_records(atom) -> list:
+    """Return the alternate locations of a Bio.PDB DisorderedAtom in file order (serial number order)."""
+    records = atom.disordered_get_list()
+    return sorted(records, key=lambda a: a.serial_number if isinstance(a.serial_number, int) else 0)
+
+
+def _biopython_structure(data: bytes, fmt: str, structure_id: str):
+    """Return the Bio.PDB Structure parsed from raw text."""
+    from Bio.PDB import MMCIFParser, PDBParser
+
+    parser = MMCIFParser(QUIET=True) if fmt == "cif" else PDBParser(QUIET=True, PERMISSIVE=True)
+    return parser.get_structure(structure_id, io.StringIO(data.decode("latin-1")))
+
+
+def _first_model(structure):
+    """Return the first model of a Bio.PDB Structure, a Model unchanged, or None when there is none."""
+    if structure.level == "M":
+        return structure
+    if structure.level != "S":
+        raise TypeError(f"expected a Bio.PDB Structure or Model, got level {structure.level!r}")
+    models = structure.get_list()
+    return models[0] if models else None
