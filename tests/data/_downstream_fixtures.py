@@ -1,0 +1,148 @@
+"""Builders of the released downstream formats from the `tests/data` chains (for tests and benchmarks).
+
+- `atom_frame`: an ATOM3D atom DataFrame in ``to_json(orient="split")`` form, as atom3d's ``bp_to_df`` writes it
+  (stripped names, ``' '`` for a blank insertion code / altloc / hetero flag, ``W`` / ``H_XXX`` hetero flags).
+- `write_atom3d_lmdb`: an LMDB in ATOM3D's layout (``num_examples``, ``serialization_format``, ``id_to_idx``,
+  item *i* at ``str(i)`` as gzip-compressed JSON, with the ``types`` dict marking DataFrames).
+- `write_deepfri`: a DeepFRI / TorchDrug EC or GO folder (annotation TSV, split lists, test CSV, chain PDBs).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).parent
+DATAFRAME = "<class 'pandas.core.frame.DataFrame'>"
+COLUMNS = (
+    "ensemble", "subunit", "structure", "model", "chain", "hetero", "insertion_code", "residue", "segid", "resname",
+    "altloc", "occupancy", "bfactor", "x", "y", "z", "element", "name", "fullname", "serial_number",
+)  # fmt: skip
+
+
+def atom_rows(path: str | Path, ensemble: str = "e", subunit: str = "s", chain: str | None = None) -> list[list]:
+    """Return ATOM3D atom-frame rows (all atoms of the first model, hydrogens included) of a structure file."""
+    import gemmi
+
+    structure = gemmi.read_structure(str(path))
+    rows = []
+    serial = 0
+    for ch in structure[0]:
+        for residue in ch:
+            if residue.het_flag == "H":
+                hetero = "W" if residue.name in ("HOH", "WAT") else f"H_{residue.name}"
+            else:
+                hetero = " "
+            for atom in residue:
+                serial += 1
+                rows.append([
+                    ensemble, subunit, str(path.name if isinstance(path, Path) else path), 1,
+                    chain or ch.name, hetero, residue.seqid.icode if residue.seqid.icode.strip() else " ",
+                    residue.seqid.num, "    ", residue.name, atom.altloc if atom.altloc != "\x00" else " ",
+                    round(float(atom.occ), 2), round(float(atom.b_iso), 2), round(atom.pos.x, 6), round(atom.pos.y, 6),
+                    round(atom.pos.z, 6), atom.element.name.upper(), atom.name, f" {atom.name:<3}", serial,
+                ])  # fmt: skip
+    return rows
+
+
+def frame(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """Return the ``orient="split"`` dict of atom rows."""
+    return {"columns": list(COLUMNS), "index": list(range(len(rows))), "data": [list(r) for r in rows]}
+
+
+def atom_frame(path: str | Path, **kwargs) -> dict[str, Any]:
+    """Return the split-form ATOM3D atom frame of a structure file."""
+    return frame(atom_rows(path, **kwargs))
+
+
+def col(name: str) -> int:
+    return COLUMNS.index(name)
+
+
+def encode_item(item: dict[str, Any]) -> bytes:
+    """Return the stored bytes of an item: ``types`` added as atom3d does, JSON, gzip."""
+    item = dict(item)
+    types = {}
+    for key, value in item.items():
+        is_frame = isinstance(value, dict) and "columns" in value and "data" in value
+        types[key] = DATAFRAME if is_frame else str(type(value))
+    types["types"] = str(dict)
+    item["types"] = types
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6) as f:
+        f.write(json.dumps(item).encode())
+    return buf.getvalue()
+
+
+def write_atom3d_lmdb(path: Path, items: Sequence[dict[str, Any] | bytes]) -> Path:
+    """Write items (dicts, or raw bytes to store as given, e.g. corrupt data) as an ATOM3D LMDB at ``path``."""
+    import lmdb
+
+    path.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(str(path), map_size=1 << 30)
+    id_to_idx = {}
+    with env.begin(write=True) as txn:
+        for i, item in enumerate(items):
+            data = item if isinstance(item, bytes) else encode_item(item)
+            txn.put(str(i).encode(), data)
+            id_to_idx[item["id"] if isinstance(item, dict) else f"raw{i}"] = i
+        txn.put(b"num_examples", str(len(items)).encode())
+        txn.put(b"serialization_format", b"json")
+        txn.put(b"id_to_idx", json.dumps(id_to_idx).encode())
+    env.close()
+    return path
+
+
+def write_deepfri(
+    root: Path,
+    task: str,
+    splits: dict[str, dict[str, str]],
+    annotations: dict[str, Any],
+    terms: Sequence[str] | dict[str, Sequence[str]],
+    cutoffs: dict[str, Sequence[int]],
+    layout: str = "deepfri",
+) -> Path:
+    """Write a DeepFRI-layout EC/GO folder.
+
+    Args:
+        splits: split -> {chain id (e.g. "2XDG-A") -> structure file in tests/data}.
+        annotations: chain id -> "EC,EC" (EC) or (MF, BP, CC) strings (GO).
+        terms: EC term list, or GO {"MF": [...], "BP": [...], "CC": [...]}.
+        cutoffs: test chain id -> five 0/1 flags for <30%, <40%, <50%, <70%, <95%.
+        layout: "deepfri" (split lists + one structure folder) or "torchdrug" (train/valid/test folders).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    prefix = "nrPDB-EC_2020.04" if task == "ec" else "nrPDB-GO_2019.06.18"
+    with open(root / f"{prefix}_annot.tsv", "w") as f:
+        if task == "ec":
+            f.write("### EC-numbers\n" + "\t".join(terms) + "\n### PDB-chain\tEC-numbers\n")
+            for pdb, ec in annotations.items():
+                f.write(f"{pdb}\t{ec}\n")
+        else:
+            branches = (("MF", "molecular_function"), ("BP", "biological_process"), ("CC", "cellular_component"))
+            for branch, long in branches:
+                f.write(f"### GO-terms ({long})\n" + "\t".join(terms[branch]) + "\n")
+                f.write(f"### GO-names ({long})\n" + "\t".join(f"name of {t}" for t in terms[branch]) + "\n")
+            f.write(
+                "### PDB-chain\tGO-terms (molecular_function)\tGO-terms (biological_process)\t"
+                "GO-terms (cellular_component)\n"
+            )
+            for pdb, (mf, bp, cc) in annotations.items():
+                f.write(f"{pdb}\t{mf}\t{bp}\t{cc}\n")
+    with open(root / f"{prefix}_test.csv", "w") as f:
+        f.write("PDB-chain,<30%,<40%,<50%,<70%,<95%\n")
+        for pdb, flags in cutoffs.items():
+            f.write(pdb + "," + ",".join(str(int(x)) for x in flags) + "\n")
+    for split, members in splits.items():
+        (root / f"{prefix}_{split}.txt").write_text("".join(f"{pdb}\n" for pdb in members))
+        folder = root / split if layout == "torchdrug" else root / "structures"
+        folder.mkdir(exist_ok=True)
+        for pdb, source in members.items():
+            name = f"{pdb}_{len(pdb) * 7}.pdb" if layout == "torchdrug" else f"{pdb}.pdb.gz"
+            data = gzip.decompress((DATA / source).read_bytes())
+            (folder / name).write_bytes(data if layout == "torchdrug" else gzip.compress(data))
+    return root
