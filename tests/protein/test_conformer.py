@@ -8,7 +8,7 @@ import pytest
 import torch
 from _atom37 import load_atom37, pack
 
-from siamdiff_hf.protein.conformer import CHI_MOVES, chi_angles, gaussian_conformer, torsion_conformer
+from siamdiff_hf.models.siamdiff.conformer import CHI_MOVES, chi_angles, gaussian_conformer, torsion_conformer
 from siamdiff_hf.protein.constants import (
     ATOM37_INDEX,
     CHI_ATOMS,

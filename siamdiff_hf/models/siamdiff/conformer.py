@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from siamdiff_hf.graph.neighbors import radius_graph
-from siamdiff_hf.protein.constants import (
+from ...graph import radius_graph
+from ...protein.constants import (
     ATOM37_INDEX,
     CA_INDEX,
     CHI_ATOMS,
@@ -29,7 +29,7 @@ from siamdiff_hf.protein.constants import (
     RESIDUE_NAMES,
 )
 
-__all__ = ["chi_angles", "gaussian_conformer", "torsion_conformer"]
+__all__ = ["chi_angles", "gaussian_conformer", "rotate_side_chains", "torsion_conformer"]
 
 _PROLINE = RESIDUE_ID["PRO"]
 
@@ -123,7 +123,7 @@ def gaussian_conformer(
     return atom_positions + noise * atom_mask[..., None].to(atom_positions.dtype)
 
 
-def _rotate_side_chains(
+def rotate_side_chains(
     residue_type: torch.Tensor, atom_positions: torch.Tensor, moving: torch.Tensor, delta_chi: torch.Tensor
 ) -> torch.Tensor:
     """Return positions after rotating about chi1..chi4 in order by ``delta_chi`` (N, 4).
@@ -267,7 +267,7 @@ def torsion_conformer(
     moving = CHI_MOVES.to(atom_mask.device)[residue_type] & applied[..., None] & atom_mask[:, None, :]
     shape = (num_residues, MAX_CHI)
     delta = _randn(shape, generator, atom_positions) * std * applied
-    positions = _rotate_side_chains(residue_type, atom_positions, moving, delta)
+    positions = rotate_side_chains(residue_type, atom_positions, moving, delta)
     if not resample_clashes:
         return positions, delta
 
@@ -277,7 +277,7 @@ def torsion_conformer(
         if attempt > 0:
             fresh = _randn(shape, generator, atom_positions) * std * applied
             delta = torch.where(pending[:, None], fresh, delta)
-            rotated = _rotate_side_chains(residue_type, atom_positions, moving & pending[:, None, None], delta)
+            rotated = rotate_side_chains(residue_type, atom_positions, moving & pending[:, None, None], delta)
             positions = torch.where(pending[:, None, None], rotated, positions)
         candidate = moved_atoms & pending[:, None]
         # After the first draw few residues are pending: check only the atoms around them.

@@ -1,0 +1,4 @@
+from .configuration_denoising_score_matching import DenoisingScoreMatchingConfig
+from .modeling_denoising_score_matching import DenoisingScoreMatchingForPreTraining, DenoisingScoreMatchingOutput
+
+__all__ = ["DenoisingScoreMatchingConfig", "DenoisingScoreMatchingForPreTraining", "DenoisingScoreMatchingOutput"]

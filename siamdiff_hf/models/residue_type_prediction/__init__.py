@@ -1,0 +1,4 @@
+from .configuration_residue_type_prediction import ResidueTypePredictionConfig
+from .modeling_residue_type_prediction import ResidueTypePredictionForPreTraining, ResidueTypePredictionOutput
+
+__all__ = ["ResidueTypePredictionConfig", "ResidueTypePredictionForPreTraining", "ResidueTypePredictionOutput"]
