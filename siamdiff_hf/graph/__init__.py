@@ -4,13 +4,14 @@ from .aggregation import relational_adjacency, relational_aggregate, relational_
 from .builder import SEQUENTIAL_RELATIONS, atom_graph, gearnet_edge_features, residue_graph
 from .line_graphs import line_graph
 from .neighbors import knn_graph, radius_graph
-from .nodes import Nodes, atom_nodes, edge_residue_type, residue_nodes, residue_one_hot
+from .nodes import Nodes, PackedResidues, atom_nodes, edge_residue_type, protein_nodes, residue_nodes, residue_one_hot
 from .protein_graph import ProteinGraph
 from .scatter import scatter_rows
 
 __all__ = [
     "SEQUENTIAL_RELATIONS",
     "Nodes",
+    "PackedResidues",
     "ProteinGraph",
     "atom_graph",
     "atom_nodes",
@@ -18,6 +19,7 @@ __all__ = [
     "gearnet_edge_features",
     "knn_graph",
     "line_graph",
+    "protein_nodes",
     "radius_graph",
     "relational_adjacency",
     "relational_aggregate",

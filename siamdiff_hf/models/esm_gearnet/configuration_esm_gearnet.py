@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import EsmConfig, PretrainedConfig
 
+from ..configuration_utils import check_bool, check_float, check_int
 from ..gearnet import GearNetConfig
 
 DEFAULT_ESM_NAME = "facebook/esm2_t33_650M_UR50D"
@@ -17,9 +18,10 @@ ESM2_650M: dict = dict(
     emb_layer_norm_before=False, pad_token_id=1, mask_token_id=32, initializer_range=0.02,
 )  # fmt: skip
 
-# The structure half of the paper's ESM-GearNet: residue GearNet without edge message passing (reference
-# siamdiff_torchdrug §1.4): [512]x6, 7 relations, batch norm, short cut, concat of all layers, sum readout.
-GEARNET_DEFAULTS: dict = dict(level="residue", hidden_dims=[512] * 6, edge_input_dim=0, num_angle_bin=0, readout="sum")
+# The structure half of the paper's ESM-GearNet: residue GearNet without edge message passing (ESM-GearNet
+# `config/*/esm_gearnet.yaml`: `structure_model` GearNet with 7 relations, no `edge_input_dim`): [512]x6, batch
+# norm, short cut, concat of all layers, sum readout.
+GEARNET_DEFAULTS: dict = dict(level="residue", hidden_dims=[512] * 6, edge_message_passing=False, readout="sum")
 
 
 def esm2_config(**overrides) -> EsmConfig:
@@ -42,7 +44,7 @@ class EsmGearNetConfig(PretrainedConfig):
             smaller ESM-2). Any ESM-2 size works.
         gearnet_config (`GearNetConfig` or `dict`, *optional*): the structure model; must be residue level. Its
             `input_dim` is always set to the ESM hidden size. Defaults to [512]x6, 7 relations, no edge message
-            passing (`edge_input_dim=0, num_angle_bin=0`), sum readout.
+            passing (`edge_message_passing=False`), sum readout.
         freeze_sequence_model (`bool`, defaults to `True`): ESM parameters get `requires_grad=False`, ESM runs
             under `torch.no_grad()` and stays in eval mode (official pre-training: `fix_sequence_model: True`).
         esm_learning_rate_ratio (`float`, defaults to 0.1): learning rate of the ESM parameters relative to the
@@ -80,28 +82,44 @@ class EsmGearNetConfig(PretrainedConfig):
         esm_name_or_path: str = DEFAULT_ESM_NAME,
         **kwargs,
     ):
+        name = type(self).__name__
         if esm_config is None:
             esm_config = esm2_config()
         elif isinstance(esm_config, dict):
             esm_config = esm2_config(**{k: v for k, v in esm_config.items() if k != "model_type"})
+        elif not isinstance(esm_config, EsmConfig):
+            raise ValueError(f"{name}: esm_config must be an EsmConfig or a dict, got {type(esm_config).__name__}")
         if esm_config.position_embedding_type != "rotary" or esm_config.emb_layer_norm_before:
-            raise ValueError("esm_config must describe an ESM-2 model (rotary positions, no embedding LayerNorm)")
+            raise ValueError(
+                f"{name}: esm_config must describe an ESM-2 model (rotary positions, no embedding LayerNorm)"
+            )
         if gearnet_config is None:
             gearnet_config = dict(GEARNET_DEFAULTS)
         if isinstance(gearnet_config, dict):
             gearnet_config = {k: v for k, v in gearnet_config.items() if k != "model_type"}
             gearnet_config = GearNetConfig(**{**gearnet_config, "input_dim": esm_config.hidden_size})
+        elif not isinstance(gearnet_config, GearNetConfig):
+            raise ValueError(
+                f"{name}: gearnet_config must be a GearNetConfig or a dict, got {type(gearnet_config).__name__}"
+            )
         if gearnet_config.level != "residue":
-            raise ValueError("the structure model of ESM-GearNet must be residue level")
+            raise ValueError(f"{name}: the structure model of ESM-GearNet must be residue level (gearnet_config.level)")
         gearnet_config.input_dim = esm_config.hidden_size
-        if not 1 <= esm_window <= esm_config.max_position_embeddings - 4:
-            raise ValueError(f"esm_window must lie in [1, {esm_config.max_position_embeddings - 4}], got {esm_window}")
+        longest = esm_config.max_position_embeddings - 4
+        esm_window = check_int(name, "esm_window", esm_window, 1)
+        if esm_window > longest:
+            raise ValueError(f"{name}: esm_window must lie in [1, {longest}], got {esm_window}")
         if esm_window_overlap is None:
             esm_window_overlap = esm_window // 4
-        if not 0 <= esm_window_overlap < esm_window:
-            raise ValueError(f"esm_window_overlap must lie in [0, esm_window), got {esm_window_overlap}")
-        if esm_learning_rate_ratio < 0:
-            raise ValueError(f"esm_learning_rate_ratio must be >= 0, got {esm_learning_rate_ratio}")
+        check_int(name, "esm_window_overlap", esm_window_overlap, 0)
+        if esm_window_overlap >= esm_window:
+            raise ValueError(f"{name}: esm_window_overlap must lie in [0, esm_window), got {esm_window_overlap}")
+        check_float(name, "esm_learning_rate_ratio", esm_learning_rate_ratio, minimum=0.0)
+        check_bool(name, "freeze_sequence_model", freeze_sequence_model)
+        check_bool(name, "masked_residues_as_glycine", masked_residues_as_glycine)
+        check_bool(name, "esm_split_chains", esm_split_chains)
+        if not isinstance(esm_name_or_path, str):
+            raise ValueError(f"{name}: esm_name_or_path must be a string, got {esm_name_or_path!r}")
         self.esm_config = esm_config
         self.gearnet_config = gearnet_config
         self.freeze_sequence_model = freeze_sequence_model

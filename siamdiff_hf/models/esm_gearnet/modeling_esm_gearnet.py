@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import EsmModel
 
-from ...graph import ProteinGraph, scatter_rows
+from ...graph import Nodes, PackedResidues, ProteinGraph, scatter_rows
 from ...protein.processor import esm_residue_tokens, esm_tokenizer
 from ..gearnet import GearNetConfig, GearNetModel
 from ..modeling_utils import ProteinPreTrainedModel
@@ -105,6 +105,39 @@ def window_tokens(tokens: torch.Tensor, windows: EsmWindows) -> tuple[torch.Tens
     return ids, attention_mask.long()
 
 
+class FrozenEsmCache:
+    """The last ESM result of a frozen ESM, reused when the same token windows come again.
+
+    SiamDiff encodes each protein twice per step (clean structure and conformer) with the same sequence, and ESM
+    (650M parameters) dominates the cost of ESM-GearNet, so the second pass takes the first's output. Lifetime: one
+    entry, owned by its `EsmGearNetModel` (`model.esm_cache`), replaced by the next different token batch, cleared by
+    `clear()` (frees the (W, T, H) hidden states) and whenever ESM is frozen or unfrozen. An entry is valid only
+    while the ESM weights are unchanged: it is keyed on every parameter's storage, dtype and in-place version
+    counter (``Tensor._version``, bumped by `load_state_dict`, optimiser steps and any in-place edit).
+    """
+
+    def __init__(self) -> None:
+        self.entry: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    def clear(self) -> None:
+        self.entry = None
+
+    @staticmethod
+    def weights_key(esm: nn.Module) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype) for p in esm.parameters())
+
+    def get(self, esm: nn.Module, ids: torch.Tensor) -> torch.Tensor | None:
+        """Return the cached hidden states for `ids` under `esm`'s current weights, or None."""
+        if self.entry is None:
+            return None
+        weights, cached_ids, hidden = self.entry
+        same = cached_ids.shape == ids.shape and cached_ids.device == ids.device and torch.equal(cached_ids, ids)
+        return hidden if same and weights == self.weights_key(esm) else None
+
+    def put(self, esm: nn.Module, ids: torch.Tensor, hidden: torch.Tensor) -> None:
+        self.entry = (self.weights_key(esm), ids, hidden)
+
+
 class EsmGearNetPreTrainedModel(ProteinPreTrainedModel):
     """Weight initialisation and loading glue of ESM-GearNet (the ESM and GearNet halves keep their own init)."""
 
@@ -122,8 +155,9 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
     into overlapping windows beyond `esm_window` residues (see `plan_windows`).
 
     With `freeze_sequence_model` ESM has `requires_grad=False`, runs under `torch.no_grad()`, stays in eval mode,
-    and its output for the last token batch is reused while its weights are unchanged (SiamDiff encodes the same
-    sequence twice per step). `set_esm_frozen(False)` makes it trainable (fine-tuning; see `parameter_groups`).
+    and its output for the last token batch is reused while its weights are unchanged (`FrozenEsmCache`: SiamDiff
+    encodes the same sequence twice per step). `set_esm_frozen(False)` makes it trainable (fine-tuning; see
+    `parameter_groups`); the config keeps saying how the model is built and reloads.
     ESM's contact head is never used and never trained.
     """
 
@@ -131,23 +165,22 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
         super().__init__(config)
         self.esm = EsmModel(config.esm_config, add_pooling_layer=False)
         self.gearnet = GearNetModel(config.gearnet_config)
-        self._esm_cache: tuple | None = None
+        self.esm_cache = FrozenEsmCache()
+        self._esm_frozen = bool(config.freeze_sequence_model)
         self.post_init()
         self.set_esm_frozen(config.freeze_sequence_model)
 
     @property
-    def output_dim(self) -> int:
-        """Width of the node, residue and protein embeddings (ESM hidden + GearNet output)."""
-        return self.config.output_dim
-
-    @property
     def esm_frozen(self) -> bool:
-        """Whether ESM is fixed: `freeze_sequence_model`, or no ESM parameter requires a gradient."""
-        return self.config.freeze_sequence_model or not any(p.requires_grad for p in self.esm.parameters())
+        """Whether ESM is fixed: frozen by `set_esm_frozen` (initially the config's `freeze_sequence_model`), or no
+        ESM parameter requires a gradient."""
+        return self._esm_frozen or not any(p.requires_grad for p in self.esm.parameters())
 
     def set_esm_frozen(self, frozen: bool = True) -> None:
-        """Freeze ESM (`requires_grad=False`, eval mode, no_grad) or make it trainable; updates the config."""
-        self.config.freeze_sequence_model = bool(frozen)
+        """Freeze ESM (`requires_grad=False`, eval mode, no_grad) or make it trainable. The config is not changed:
+        it describes the model as built and as `from_pretrained` rebuilds it (frozen or not)."""
+        self._esm_frozen = bool(frozen)
+        self.esm_cache.clear()
         self.esm.requires_grad_(not frozen)
         self.esm.contact_head.requires_grad_(False)  # never used by the encoder
         if frozen:
@@ -162,7 +195,7 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
         super().train(mode)
         if getattr(self, "esm", None) is not None:
             self.esm.contact_head.requires_grad_(False)
-            if self.config.freeze_sequence_model:
+            if getattr(self, "_esm_frozen", self.config.freeze_sequence_model):
                 self.esm.requires_grad_(False)
                 self.esm.eval()
         return self
@@ -244,41 +277,32 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
         """Return (W, T, H) ESM last hidden states; a frozen ESM reuses its last result for identical inputs."""
         if not self.esm_frozen:
             return self.esm(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-        # Weights may still change in place (load_state_dict, manual edits): their version counters say so.
-        weights = tuple((p.data_ptr(), p._version, p.dtype) for p in self.esm.parameters())
-        cache = self._esm_cache
-        same_shape = cache is not None and cache[1].shape == ids.shape and cache[1].device == ids.device
-        if same_shape and cache[0] == weights and torch.equal(cache[1], ids):
-            return cache[2]
-        with torch.no_grad():
-            hidden = self.esm(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-        self._esm_cache = (weights, ids, hidden)
+        hidden = self.esm_cache.get(self.esm, ids)
+        if hidden is None:
+            with torch.no_grad():
+                hidden = self.esm(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+            self.esm_cache.put(self.esm, ids, hidden)
         return hidden
 
     # --- graph and forward ----------------------------------------------------------------------------------------
-    def build_graph(
+    def edges(
         self,
-        residue_type: torch.Tensor,
-        atom_positions: torch.Tensor,
-        atom_mask: torch.Tensor,
-        batch: torch.Tensor,
-        residue_index: torch.Tensor | None = None,
-        chain_index: torch.Tensor | None = None,
-        masked_residues: torch.Tensor | None = None,
+        residues: PackedResidues,
+        nodes: Nodes,
         esm_input_ids: torch.Tensor | None = None,
         edge_index: torch.Tensor | None = None,
         edge_type: torch.Tensor | None = None,
     ) -> ProteinGraph:
         """Return GearNet's residue graph whose `node_features` are the (L, H) ESM embeddings of the residues.
 
-        Arguments as `GearNetModel.build_graph`, plus `esm_input_ids` (L,) (the processor's, optional: mapped from
-        `residue_type` when absent). ESM runs here, with gradients only when it is trainable.
+        `esm_input_ids` (L,) are the processor's (optional: mapped from `residue_type` when absent); masked
+        residues and residues with hidden types reach ESM as 'G' or `<mask>` (`masked_residues_as_glycine`). ESM
+        runs here, with gradients only when it is trainable.
         """
-        graph = self.gearnet.build_graph(
-            residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
-            masked_residues=masked_residues, edge_index=edge_index, edge_type=edge_type,
-        )  # fmt: skip
-        features = self.embed_sequences(residue_type, batch, chain_index, masked_residues, esm_input_ids)
+        graph = self.gearnet.edges(residues, nodes, edge_index=edge_index, edge_type=edge_type)
+        features = self.embed_sequences(
+            residues.residue_type, residues.batch, residues.chain_index, residues.type_hidden, esm_input_ids
+        )
         return replace(graph, node_features=features)
 
     def forward(
@@ -293,47 +317,49 @@ class EsmGearNetModel(EsmGearNetPreTrainedModel):
         edge_index: torch.Tensor | None = None,
         edge_type: torch.Tensor | None = None,
         graph: ProteinGraph | None = None,
+        hidden_residue_types: torch.Tensor | None = None,
+        pooling: str | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> ProteinEncoderOutput | tuple:
         """Encode a packed batch (the processor's outputs) or a `ProteinGraph` from `build_graph`.
 
         Returns `ProteinEncoderOutput`: `node_embeddings` = `residue_embeddings` (L, H + G) = concat(ESM, GearNet),
-        `protein_embeddings` (B, H + G) = concat(mean ESM, GearNet readout), `batch` (L,), `node_batch` (L,),
-        `node_residue` (L,), and `hidden_states` (ESM embeddings, then each GearNet layer) when asked.
+        `protein_embeddings` (B, H + G) (see `readout`), `batch` (L,), `node_batch` (L,), `node_residue` (L,), and
+        `hidden_states` (ESM embeddings, then each GearNet layer) when asked. `hidden_residue_types` (L,) bool hides
+        those residues' types from ESM and GearNet (see `build_graph`).
         """
         graph = self.graph_from_inputs(
-            graph,
-            residue_type,
-            atom_positions,
-            atom_mask,
-            batch,
-            residue_index,
-            chain_index,
-            esm_input_ids=esm_input_ids,
-            edge_index=edge_index,
+            graph, residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
+            hidden_residue_types=hidden_residue_types, esm_input_ids=esm_input_ids, edge_index=edge_index,
             edge_type=edge_type,
-        )
+        )  # fmt: skip
         hidden_states = self.gearnet.encode(graph)
-        gearnet_config = self.config.gearnet_config
-        structure = torch.cat(hidden_states[1:], dim=-1) if gearnet_config.concat_hidden else hidden_states[-1]
-        sequence = graph.node_features
-        node_embeddings = torch.cat([sequence.to(structure.dtype), structure], dim=-1)
-        protein_embeddings = torch.cat(
+        structure = self.gearnet.node_embeddings(hidden_states)
+        node_embeddings = torch.cat([graph.node_features.to(structure.dtype), structure], dim=-1)
+        return self.encoder_output(
+            graph, node_embeddings, hidden_states, batch=batch, pooling=pooling,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
+        )  # fmt: skip
+
+    def readout(self, graph: ProteinGraph, node_embeddings: torch.Tensor, pooling: str | None = None) -> torch.Tensor:
+        """Return (B, H + G) protein embeddings.
+
+        Default: concat(mean of the ESM half over residues, GearNet's readout (sum) of the structure half): the
+        official series fusion concatenates both models' graph features (ESM-GearNet `gearnet/model.py`
+        `FusionNetwork`), ESM's readout defaulting to mean (TorchDrug 0.2.1 `torchdrug/models/esm.py`). With
+        `pooling` ``"sum"`` or ``"mean"``, that one reduction over the whole residue embedding.
+        """
+        if pooling is not None:
+            return super().readout(graph, node_embeddings, pooling)
+        esm_width = self.config.esm_config.hidden_size
+        return torch.cat(
             [
-                scatter_rows(sequence.to(structure.dtype), graph.node_batch, graph.num_graphs, "mean"),
-                scatter_rows(structure, graph.node_batch, graph.num_graphs, gearnet_config.readout),
+                scatter_rows(node_embeddings[:, :esm_width], graph.node_batch, graph.num_graphs, "mean"),
+                self.gearnet.readout(graph, node_embeddings[:, esm_width:]),
             ],
             dim=-1,
         )
-        want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        output = ProteinEncoderOutput(
-            node_embeddings=node_embeddings, residue_embeddings=node_embeddings, protein_embeddings=protein_embeddings,
-            batch=graph.node_batch, node_batch=graph.node_batch, node_residue=graph.node_residue,
-            hidden_states=tuple(hidden_states) if want_hidden else None,
-        )  # fmt: skip
-        use_dict = return_dict if return_dict is not None else self.config.return_dict
-        return output if use_dict else output.to_tuple()
 
     def parameter_groups(self, learning_rate: float, esm_learning_rate_ratio: float | None = None) -> list[dict]:
         """Return optimiser parameter groups: ESM at ``learning_rate * esm_learning_rate_ratio``, the rest at
@@ -366,3 +392,4 @@ def esm_parameter_groups(
     groups = [{"params": rest, "lr": learning_rate}] if rest else []
     groups += [{"params": params, "lr": learning_rate * ratio} for ratio, params in by_ratio.items()]
     return groups
+

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-# The paper's two GearNet-Edge models (reference siamdiff_torchdrug §1.1, §3.6).
+from ..configuration_utils import (
+    check_activation,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_int_list,
+)
+
+# The paper's two GearNet-Edge models: SiamDiff `config/pretrain/res_gearnet_1st.yaml` (residue: model and
+# `graph_construction_model`) and `config/pretrain/gearnet_1st.yaml` (atom).
 PRESETS: dict[str, dict] = {
     "residue": dict(
         input_dim=21, hidden_dims=[512] * 6, num_relation=7, edge_input_dim=59, num_angle_bin=8, readout="sum",
@@ -32,10 +42,13 @@ class GearNetConfig(PretrainedConfig):
         hidden_dims (`list[int]`): width of each layer's output.
         num_relation (`int`): number of edge relations (7 at residue level: sequential offsets -2..2, radius,
             kNN; 1 at atom level).
-        edge_input_dim (`int`): width of the GearNet edge features (20 + 20 + num_relation + 11 + 1). `0` turns
-            edge message passing off (as in ESM-GearNet).
-        num_angle_bin (`int`): angle bins of the line graph (relations of the edge stream). `0` turns edge message
-            passing off.
+        edge_input_dim (`int`): width of the GearNet edge features (20 + 20 + num_relation + 11 + 1); 0 (the
+            default) without edge message passing.
+        num_angle_bin (`int`): angle bins of the line graph (relations of the edge stream); 0 (the default)
+            without edge message passing.
+        edge_message_passing (`bool`, *optional*): the line-graph edge stream of GearNet-Edge (`False`: plain
+            GearNet, as in ESM-GearNet). Defaults to `True`, except for configs saved before this field existed,
+            where `edge_input_dim=0, num_angle_bin=0` meant off (they load to the same model).
         batch_norm (`bool`, defaults to `True`): BatchNorm inside each conv and after each layer.
         short_cut (`bool`, defaults to `True`): residual connection where input and output widths match.
         concat_hidden (`bool`, defaults to `True`): node output = concatenation of every layer's output.
@@ -61,6 +74,7 @@ class GearNetConfig(PretrainedConfig):
         num_relation: int | None = None,
         edge_input_dim: int | None = None,
         num_angle_bin: int | None = None,
+        edge_message_passing: bool | None = None,
         batch_norm: bool = True,
         short_cut: bool = True,
         concat_hidden: bool = True,
@@ -74,35 +88,45 @@ class GearNetConfig(PretrainedConfig):
         recompute_aggregation: bool | None = None,
         **kwargs,
     ):
-        if level not in PRESETS:
-            raise ValueError(f"level must be one of {sorted(PRESETS)}, got {level!r}")
-        preset = PRESETS[level]
+        name = type(self).__name__
+        preset = PRESETS[check_choice(name, "level", level, PRESETS)]
+        if edge_message_passing is None:  # configs saved before the flag: both widths 0 meant "off"
+            off = (edge_input_dim, num_angle_bin) == (0, 0)
+            if not off and 0 in (edge_input_dim, num_angle_bin):
+                raise ValueError(
+                    f"{name}: edge_input_dim={edge_input_dim}, num_angle_bin={num_angle_bin}: set "
+                    "edge_message_passing=False to turn the edge stream off"
+                )
+            edge_message_passing = not off
+        self.edge_message_passing = check_bool(name, "edge_message_passing", edge_message_passing)
+        if not self.edge_message_passing:
+            preset = {**preset, "edge_input_dim": 0, "num_angle_bin": 0}
         given = dict(
             input_dim=input_dim, hidden_dims=hidden_dims, num_relation=num_relation, edge_input_dim=edge_input_dim,
             num_angle_bin=num_angle_bin, readout=readout, radius=radius, min_distance=min_distance,
         )  # fmt: skip
-        for key, value in given.items():
-            setattr(self, key, preset[key] if value is None else value)
+        given = {key: preset[key] if value is None else value for key, value in given.items()}
+        edge_minimum = 1 if self.edge_message_passing else 0
         self.level = level
-        self.hidden_dims = list(self.hidden_dims)
-        self.batch_norm = batch_norm
-        self.short_cut = short_cut
-        self.concat_hidden = concat_hidden
-        self.activation = activation
-        self.sequential_max_distance = sequential_max_distance
-        self.knn_k = knn_k
-        self.max_num_neighbors = max_num_neighbors
-        self.recompute_aggregation = level == "atom" if recompute_aggregation is None else recompute_aggregation
-        if self.readout not in ("sum", "mean"):
-            raise ValueError(f"readout must be 'sum' or 'mean', got {self.readout!r}")
-        if bool(self.edge_input_dim) != bool(self.num_angle_bin):
-            raise ValueError("edge message passing needs both edge_input_dim and num_angle_bin (or set both to 0)")
+        self.input_dim = check_int(name, "input_dim", given["input_dim"], 1)
+        self.hidden_dims = check_int_list(name, "hidden_dims", given["hidden_dims"], 1)
+        self.num_relation = check_int(name, "num_relation", given["num_relation"], 1)
+        self.edge_input_dim = check_int(name, "edge_input_dim", given["edge_input_dim"], edge_minimum)
+        self.num_angle_bin = check_int(name, "num_angle_bin", given["num_angle_bin"], edge_minimum)
+        self.batch_norm = check_bool(name, "batch_norm", batch_norm)
+        self.short_cut = check_bool(name, "short_cut", short_cut)
+        self.concat_hidden = check_bool(name, "concat_hidden", concat_hidden)
+        self.readout = check_choice(name, "readout", given["readout"], ("sum", "mean"))
+        self.activation = check_activation(name, "activation", activation)
+        self.sequential_max_distance = check_int(name, "sequential_max_distance", sequential_max_distance, 0)
+        self.radius = check_float(name, "radius", given["radius"], positive=True)
+        self.knn_k = check_int(name, "knn_k", knn_k, 0)
+        self.min_distance = check_int(name, "min_distance", given["min_distance"], 0)
+        self.max_num_neighbors = check_int(name, "max_num_neighbors", max_num_neighbors, 1)
+        if recompute_aggregation is None:
+            recompute_aggregation = level == "atom"
+        self.recompute_aggregation = check_bool(name, "recompute_aggregation", recompute_aggregation)
         super().__init__(**kwargs)
-
-    @property
-    def edge_message_passing(self) -> bool:
-        """Whether the line-graph edge stream is on (GearNet-Edge) or off (plain GearNet)."""
-        return bool(self.edge_input_dim) and bool(self.num_angle_bin)
 
     @property
     def output_dim(self) -> int:

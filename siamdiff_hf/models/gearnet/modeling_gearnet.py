@@ -19,9 +19,8 @@ from ...graph import (
     relational_aggregate,
     relational_linear,
     residue_graph,
-    scatter_rows,
 )
-from ...graph.nodes import atom_nodes, edge_residue_type, residue_nodes
+from ...graph.nodes import Nodes, PackedResidues, edge_residue_type
 from ..modeling_utils import ProteinPreTrainedModel
 from ..outputs import ProteinEncoderOutput
 from .configuration_gearnet import GearNetConfig
@@ -94,72 +93,39 @@ class GearNetModel(GearNetPreTrainedModel):
             self.batch_norms = nn.ModuleList(nn.BatchNorm1d(d) for d in dims[1:])
         self.post_init()
 
-    @property
-    def output_dim(self) -> int:
-        """Width of the node and protein embeddings."""
-        return self.config.output_dim
-
-    def build_graph(
+    def edges(
         self,
-        residue_type: torch.Tensor,
-        atom_positions: torch.Tensor,
-        atom_mask: torch.Tensor,
-        batch: torch.Tensor,
-        residue_index: torch.Tensor | None = None,
-        chain_index: torch.Tensor | None = None,
-        masked_residues: torch.Tensor | None = None,
+        residues: PackedResidues,
+        nodes: Nodes,
         edge_index: torch.Tensor | None = None,
         edge_type: torch.Tensor | None = None,
         edge_attr: torch.Tensor | None = None,
     ) -> ProteinGraph:
-        """Return the relational graph of a packed batch (DESIGN §4), built on the inputs' device.
+        """Return the relational graph over `nodes` (see `residue_graph` / `atom_graph`) with GearNet edge features.
 
-        Args:
-            residue_type: (L,) residue ids (TorchDrug order, 20 = unknown).
-            atom_positions: (L, 37, 3) atom37 coordinates; atom_mask: (L, 37) which atoms exist.
-            batch: (L,) protein index of each residue. residue_index: (L,) sequence position used for sequence
-                separation (default: packed index). chain_index: (L,) chain id (default: one chain per protein).
-            masked_residues: (L,) bool, residues whose type is hidden (SiamDiff): zero one-hot, GLY in edge
-                features, and at atom level only N, CA, C kept.
-            edge_index, edge_type, edge_attr: a graph of your own over the model's nodes (residues, or atoms in
-                ``atom_mask.nonzero()`` order); edge features are computed when `edge_attr` is omitted.
+        A graph of your own: `edge_index`, `edge_type` over the model's nodes (residues, or atoms in
+        ``atom_mask.nonzero()`` order); edge features are computed when `edge_attr` is omitted.
         """
         config = self.config
-        num_residues = residue_type.shape[0]
-        if residue_index is None:
-            residue_index = torch.arange(num_residues, device=residue_type.device)
-        if chain_index is None:
-            chain_index = batch
-        if config.level == "residue":
-            nodes = residue_nodes(residue_type, atom_positions, batch, masked_residues)
-        else:
-            nodes = atom_nodes(residue_type, atom_positions, atom_mask, batch, masked_residues)
-        node_index = residue_index[nodes.residue]
-        if edge_index is None:
-            if config.level == "residue":
-                edge_index, edge_type, _ = residue_graph(
-                    nodes.positions, nodes.batch, chain_index, node_index,
-                    sequential_max_distance=config.sequential_max_distance, radius=config.radius,
-                    knn_k=config.knn_k, min_distance=config.min_distance, max_num_neighbors=config.max_num_neighbors,
-                )  # fmt: skip
-            else:
-                edge_index, edge_type, _ = atom_graph(
-                    nodes.positions, nodes.batch, node_index, radius=config.radius,
-                    min_distance=config.min_distance, max_num_neighbors=config.max_num_neighbors,
-                )  # fmt: skip
-        elif edge_type is None:
-            edge_type = torch.zeros(edge_index.shape[1], dtype=torch.long, device=edge_index.device)
+        node_index = residues.residue_index[nodes.residue]
+        if edge_index is None and config.level == "residue":
+            edge_index, edge_type, _ = residue_graph(
+                nodes.positions, nodes.batch, residues.chain_index, node_index,
+                sequential_max_distance=config.sequential_max_distance, radius=config.radius, knn_k=config.knn_k,
+                min_distance=config.min_distance, max_num_neighbors=config.max_num_neighbors,
+            )  # fmt: skip
+        elif edge_index is None:
+            edge_index, edge_type, _ = atom_graph(
+                nodes.positions, nodes.batch, node_index, radius=config.radius, min_distance=config.min_distance,
+                max_num_neighbors=config.max_num_neighbors,
+            )  # fmt: skip
+        graph = self.packed_graph(residues, nodes, edge_index, edge_type, edge_attr, config.num_relation)
         if edge_attr is None and config.edge_message_passing:
-            types = edge_residue_type(residue_type, masked_residues)[nodes.residue]
-            edge_attr = gearnet_edge_features(
-                edge_index, edge_type, config.num_relation, types, node_index, nodes.positions
+            types = edge_residue_type(residues.residue_type, residues.type_hidden)[nodes.residue]
+            graph.edge_attr = gearnet_edge_features(
+                graph.edge_index, graph.edge_type, config.num_relation, types, node_index, nodes.positions
             )
-        num_graphs = int(batch.max()) + 1 if num_residues else 0
-        return ProteinGraph(
-            node_features=nodes.features, positions=nodes.positions, node_batch=nodes.batch,
-            node_residue=nodes.residue, edge_index=edge_index, edge_type=edge_type, edge_attr=edge_attr,
-            num_relation=config.num_relation, num_graphs=num_graphs, num_residues=num_residues,
-        )  # fmt: skip
+        return graph
 
     def forward(
         self,
@@ -173,43 +139,31 @@ class GearNetModel(GearNetPreTrainedModel):
         edge_type: torch.Tensor | None = None,
         edge_attr: torch.Tensor | None = None,
         graph: ProteinGraph | None = None,
+        hidden_residue_types: torch.Tensor | None = None,
+        pooling: str | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> ProteinEncoderOutput | tuple:
         """Encode a packed batch (the processor's outputs) or a ready `ProteinGraph`.
 
         Returns `ProteinEncoderOutput`: `node_embeddings` (n, D), `residue_embeddings` (L, D) (atom level: mean of
-        the residue's atoms), `protein_embeddings` (B, D) (sum or mean readout), `batch` (L,), `node_batch` (n,),
-        `node_residue` (n,), and `hidden_states` (input, then each layer) when asked.
+        the residue's atoms), `protein_embeddings` (B, D) (the config's sum or mean readout, or `pooling`),
+        `batch` (L,), `node_batch` (n,), `node_residue` (n,), and `hidden_states` (input, then each layer) when
+        asked. `hidden_residue_types` (L,) bool hides those residues' types (see `build_graph`).
         """
         graph = self.graph_from_inputs(
-            graph,
-            residue_type,
-            atom_positions,
-            atom_mask,
-            batch,
-            residue_index,
-            chain_index,
-            edge_index=edge_index,
-            edge_type=edge_type,
-            edge_attr=edge_attr,
-        )
-        hidden_states = self.encode(graph)
-        node_embeddings = torch.cat(hidden_states[1:], dim=-1) if self.config.concat_hidden else hidden_states[-1]
-        protein_embeddings = scatter_rows(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
-        if self.config.level == "residue":
-            residue_embeddings = node_embeddings
-        else:
-            residue_embeddings = scatter_rows(node_embeddings, graph.node_residue, graph.num_residues, "mean")
-        residue_batch = batch if batch is not None else graph.residue_batch()
-        want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        output = ProteinEncoderOutput(
-            node_embeddings=node_embeddings, residue_embeddings=residue_embeddings,
-            protein_embeddings=protein_embeddings, batch=residue_batch, node_batch=graph.node_batch,
-            node_residue=graph.node_residue, hidden_states=tuple(hidden_states) if want_hidden else None,
+            graph, residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
+            hidden_residue_types=hidden_residue_types, edge_index=edge_index, edge_type=edge_type, edge_attr=edge_attr,
         )  # fmt: skip
-        use_dict = return_dict if return_dict is not None else self.config.return_dict
-        return output if use_dict else output.to_tuple()
+        hidden_states = self.encode(graph)
+        return self.encoder_output(
+            graph, self.node_embeddings(hidden_states), hidden_states, batch=batch, pooling=pooling,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
+        )  # fmt: skip
+
+    def node_embeddings(self, hidden_states: list[torch.Tensor]) -> torch.Tensor:
+        """Return the node output: every layer's output concatenated (`concat_hidden`) or the last one."""
+        return torch.cat(hidden_states[1:], dim=-1) if self.config.concat_hidden else hidden_states[-1]
 
     def encode(self, graph: ProteinGraph) -> list[torch.Tensor]:
         """Return the node features before the first layer and after each layer (TorchDrug §3.6 exactly)."""
@@ -249,3 +203,4 @@ class GearNetModel(GearNetPreTrainedModel):
             hidden_states.append(hidden)
             x = hidden
         return hidden_states
+

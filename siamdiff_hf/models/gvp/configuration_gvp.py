@@ -5,6 +5,14 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from ...protein.constants import NUM_RESIDUE_FEATURES
+from ..configuration_utils import (
+    check_activation,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_int_list,
+)
 
 
 class GVPConfig(PretrainedConfig):
@@ -67,37 +75,37 @@ class GVPConfig(PretrainedConfig):
         **kwargs,
     ):
         kwargs.pop("level", None)  # always atom level; accepted so that saved configs round-trip
-        self.node_in_dim, self.node_h_dim = list(node_in_dim), list(node_h_dim)
-        self.edge_in_dim, self.edge_h_dim = list(edge_in_dim), list(edge_h_dim)
-        for name in ("node_in_dim", "node_h_dim", "edge_in_dim", "edge_h_dim"):
-            if len(getattr(self, name)) != 2:
-                raise ValueError(f"{name} must be a [scalars, vectors] pair, got {getattr(self, name)}")
+        name = type(self).__name__
+        self.node_in_dim = check_int_list(name, "node_in_dim", node_in_dim, 0, length=2)
+        self.node_h_dim = check_int_list(name, "node_h_dim", node_h_dim, 0, length=2)
+        self.edge_in_dim = check_int_list(name, "edge_in_dim", edge_in_dim, 0, length=2)
+        self.edge_h_dim = check_int_list(name, "edge_h_dim", edge_h_dim, 0, length=2)
         if self.node_in_dim[1] != 0:
-            raise ValueError(f"node_in_dim must have no vector channels, got {self.node_in_dim}")
+            raise ValueError(f"{name}: node_in_dim must have no vector channels, got {self.node_in_dim}")
         if self.edge_in_dim[1] != 1:
             raise ValueError(
-                f"edge_in_dim must have exactly 1 vector channel (the edge vector), got {self.edge_in_dim}"
+                f"{name}: edge_in_dim must have exactly 1 vector channel (the edge vector), got {self.edge_in_dim}"
             )
-        if residue_in_dim not in (0, NUM_RESIDUE_FEATURES):
-            raise ValueError(f"residue_in_dim must be 0 or {NUM_RESIDUE_FEATURES}, got {residue_in_dim}")
-        if num_message_layers < 1 or num_feedforward_layers < 1:
-            raise ValueError("num_message_layers and num_feedforward_layers must be at least 1")
-        if readout not in ("sum", "mean"):
-            raise ValueError(f"readout must be 'sum' or 'mean', got {readout!r}")
+        for field in ("node_in_dim", "node_h_dim", "edge_in_dim", "edge_h_dim"):
+            if getattr(self, field)[0] < 1:
+                raise ValueError(f"{name}: {field} must have at least 1 scalar channel, got {getattr(self, field)}")
         self.level = "atom"
-        self.num_layers = num_layers
-        self.num_message_layers = num_message_layers
-        self.num_feedforward_layers = num_feedforward_layers
-        self.drop_rate = drop_rate
-        self.vector_gate = vector_gate
-        self.scalar_activation = scalar_activation
-        self.vector_activation = vector_activation
-        self.residue_in_dim = residue_in_dim
-        self.rbf_min, self.rbf_max = rbf_min, rbf_max
-        self.radius = radius
-        self.min_distance = min_distance
-        self.max_num_neighbors = max_num_neighbors
-        self.readout = readout
+        self.num_layers = check_int(name, "num_layers", num_layers, 0)
+        self.num_message_layers = check_int(name, "num_message_layers", num_message_layers, 1)
+        self.num_feedforward_layers = check_int(name, "num_feedforward_layers", num_feedforward_layers, 1)
+        self.drop_rate = check_float(name, "drop_rate", drop_rate, minimum=0.0, below=1.0)
+        self.vector_gate = check_bool(name, "vector_gate", vector_gate)
+        self.scalar_activation = check_activation(name, "scalar_activation", scalar_activation)
+        self.vector_activation = check_activation(name, "vector_activation", vector_activation)
+        self.residue_in_dim = check_choice(name, "residue_in_dim", residue_in_dim, (0, NUM_RESIDUE_FEATURES))
+        self.rbf_min = check_float(name, "rbf_min", rbf_min)
+        self.rbf_max = check_float(name, "rbf_max", rbf_max)
+        if self.rbf_max <= self.rbf_min:
+            raise ValueError(f"{name}: rbf_max must be greater than rbf_min, got {rbf_max!r} <= {rbf_min!r}")
+        self.radius = check_float(name, "radius", radius, positive=True)
+        self.min_distance = check_int(name, "min_distance", min_distance, 0)
+        self.max_num_neighbors = check_int(name, "max_num_neighbors", max_num_neighbors, 1)
+        self.readout = check_choice(name, "readout", readout, ("sum", "mean"))
         super().__init__(**kwargs)
 
     @property

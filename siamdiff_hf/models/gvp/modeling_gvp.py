@@ -14,8 +14,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ...graph import ProteinGraph, atom_graph, scatter_rows
-from ...graph.nodes import atom_nodes
+from ...graph import Nodes, PackedResidues, ProteinGraph, atom_graph
 from ...protein.constants import NUM_ELEMENT_FEATURES, NUM_RESIDUE_FEATURES
 from ..modeling_utils import ProteinPreTrainedModel
 from ..outputs import ProteinEncoderOutput
@@ -257,54 +256,26 @@ class GVPModel(GVPPreTrainedModel):
         self.W_out = nn.Sequential(GVPLayerNorm(node_h), GVP(node_h, (node_h[0], 0), activations, gate))
         self.post_init()
 
-    @property
-    def output_dim(self) -> int:
-        """Width of the node and protein embeddings."""
-        return self.config.output_dim
-
-    def build_graph(
+    def edges(
         self,
-        residue_type: torch.Tensor,
-        atom_positions: torch.Tensor,
-        atom_mask: torch.Tensor,
-        batch: torch.Tensor,
-        residue_index: torch.Tensor | None = None,
-        chain_index: torch.Tensor | None = None,
-        masked_residues: torch.Tensor | None = None,
+        residues: PackedResidues,
+        nodes: Nodes,
         edge_index: torch.Tensor | None = None,
         edge_type: torch.Tensor | None = None,
         edge_attr: torch.Tensor | None = None,
     ) -> ProteinGraph:
-        """Return the atom radius graph of a packed batch (DESIGN §4), built on the inputs' device.
+        """Return the atom radius graph over `nodes` (`residue_index` used only when `min_distance` > 0).
 
-        Args:
-            residue_type: (L,) residue ids (TorchDrug order, 20 = unknown).
-            atom_positions: (L, 37, 3) atom37 coordinates; atom_mask: (L, 37) which atoms exist.
-            batch: (L,) protein index of each residue. residue_index: (L,) sequence position, used only when
-                `min_distance` > 0 (default: packed index). chain_index: accepted for a common signature, unused.
-            masked_residues: (L,) bool, residues whose type is hidden (SiamDiff): zero residue one-hot, and only
-                N, CA, C kept.
-            edge_index, edge_type: a graph of your own over the atoms in ``atom_mask.nonzero()`` order.
-            edge_attr: ignored (GVP computes its edge features from positions at forward time).
+        A graph of your own: `edge_index`, `edge_type` over the atoms in ``atom_mask.nonzero()`` order. `edge_attr`
+        is ignored: GVP computes its edge features from positions at forward time (`edge_features`).
         """
         config = self.config
-        num_residues = residue_type.shape[0]
-        if residue_index is None:
-            residue_index = torch.arange(num_residues, device=residue_type.device)
-        nodes = atom_nodes(residue_type, atom_positions, atom_mask, batch, masked_residues)
         if edge_index is None:
             edge_index, edge_type, _ = atom_graph(
-                nodes.positions, nodes.batch, residue_index[nodes.residue], radius=config.radius,
+                nodes.positions, nodes.batch, residues.residue_index[nodes.residue], radius=config.radius,
                 min_distance=config.min_distance, max_num_neighbors=config.max_num_neighbors,
             )  # fmt: skip
-        elif edge_type is None:
-            edge_type = torch.zeros(edge_index.shape[1], dtype=torch.long, device=edge_index.device)
-        num_graphs = int(batch.max()) + 1 if num_residues else 0
-        return ProteinGraph(
-            node_features=nodes.features, positions=nodes.positions, node_batch=nodes.batch,
-            node_residue=nodes.residue, edge_index=edge_index, edge_type=edge_type, edge_attr=None,
-            num_relation=1, num_graphs=num_graphs, num_residues=num_residues,
-        )  # fmt: skip
+        return self.packed_graph(residues, nodes, edge_index, edge_type, None, num_relation=1)
 
     def forward(
         self,
@@ -318,42 +289,29 @@ class GVPModel(GVPPreTrainedModel):
         edge_type: torch.Tensor | None = None,
         edge_attr: torch.Tensor | None = None,
         graph: ProteinGraph | None = None,
+        hidden_residue_types: torch.Tensor | None = None,
+        pooling: str | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> GVPEncoderOutput | tuple:
         """Encode a packed batch (the processor's outputs) or a ready atom-level `ProteinGraph`.
 
         Returns `GVPEncoderOutput`: `node_embeddings` (n_atoms, D), `residue_embeddings` (L, D) (mean of the
-        residue's atoms), `protein_embeddings` (B, D) (mean or sum over atoms), `batch` (L,), `node_batch`
-        (n_atoms,), `node_residue` (n_atoms,), and when asked `hidden_states` (scalars after `W_v` and after each
-        layer) with `vector_hidden_states` (the matching (n_atoms, nv, 3) vectors).
+        residue's atoms), `protein_embeddings` (B, D) (the config's mean or sum over atoms, or `pooling`), `batch`
+        (L,), `node_batch` (n_atoms,), `node_residue` (n_atoms,), and when asked `hidden_states` (scalars after
+        `W_v` and after each layer) with `vector_hidden_states` (the matching (n_atoms, nv, 3) vectors).
+        `hidden_residue_types` (L,) bool hides those residues' types (see `build_graph`).
         """
         graph = self.graph_from_inputs(
-            graph,
-            residue_type,
-            atom_positions,
-            atom_mask,
-            batch,
-            residue_index,
-            chain_index,
-            edge_index=edge_index,
-            edge_type=edge_type,
-        )
-        states = self.encode(graph)
-        node_embeddings = self.W_out(states[-1])[0]
-        protein_embeddings = scatter_rows(node_embeddings, graph.node_batch, graph.num_graphs, self.config.readout)
-        residue_embeddings = scatter_rows(node_embeddings, graph.node_residue, graph.num_residues, "mean")
-        residue_batch = batch if batch is not None else graph.residue_batch()
-        want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        output = GVPEncoderOutput(
-            node_embeddings=node_embeddings, residue_embeddings=residue_embeddings,
-            protein_embeddings=protein_embeddings, batch=residue_batch, node_batch=graph.node_batch,
-            node_residue=graph.node_residue,
-            hidden_states=tuple(s for s, _ in states) if want_hidden else None,
-            vector_hidden_states=tuple(v for _, v in states) if want_hidden else None,
+            graph, residue_type, atom_positions, atom_mask, batch, residue_index, chain_index,
+            hidden_residue_types=hidden_residue_types, edge_index=edge_index, edge_type=edge_type,
         )  # fmt: skip
-        use_dict = return_dict if return_dict is not None else self.config.return_dict
-        return output if use_dict else output.to_tuple()
+        states = self.encode(graph)
+        return self.encoder_output(
+            graph, self.W_out(states[-1])[0], [s for s, _ in states], batch=batch, pooling=pooling,
+            output_hidden_states=output_hidden_states, return_dict=return_dict, output_class=GVPEncoderOutput,
+            vector_hidden_states=[v for _, v in states],
+        )  # fmt: skip
 
     def encode(self, graph: ProteinGraph) -> list[Features]:
         """Return the node features (scalars (n, ns), vectors (n, nv, 3)) after `W_v` and after each layer."""
@@ -388,3 +346,4 @@ class GVPModel(GVPPreTrainedModel):
         rbf = torch.exp(-(((vector.norm(dim=-1, keepdim=True) - centers) / width) ** 2))
         dtype = self.embedding.weight.dtype
         return rbf.to(dtype), vector.unsqueeze(-2).to(dtype)
+
