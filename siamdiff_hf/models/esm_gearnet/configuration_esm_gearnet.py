@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import EsmConfig, PretrainedConfig
 
+from ..configuration_heads import set_head_options
 from ..configuration_utils import check_bool, check_float, check_int
 from ..gearnet import GearNetConfig
 
@@ -64,6 +65,10 @@ class EsmGearNetConfig(PretrainedConfig):
             (TorchDrug's behaviour, which has no chain boundaries).
         esm_name_or_path (`str`, defaults to `"facebook/esm2_t33_650M_UR50D"`): where the ESM weights came from
             (informative; nothing is loaded from it by the config).
+        num_mlp_layer, classifier_dropout, freeze_encoder, residue_pooling, pair_pooling: options of the
+            fine-tuning heads (`EsmGearNetForProteinClassification`, ...), see `models/configuration_heads.py`.
+            In those heads ESM trains at `esm_learning_rate_ratio` times the learning rate (their
+            `parameter_groups`); ratio 0 or `freeze_encoder` freezes it (`freeze_sequence_model` is set to match).
     """
 
     model_type = "esm_gearnet"
@@ -130,6 +135,7 @@ class EsmGearNetConfig(PretrainedConfig):
         self.esm_split_chains = esm_split_chains
         self.esm_name_or_path = esm_name_or_path
         self.level = "residue"
+        set_head_options(self, kwargs)
         super().__init__(**kwargs)
 
     @property

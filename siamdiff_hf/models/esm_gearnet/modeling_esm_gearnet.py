@@ -393,3 +393,46 @@ def esm_parameter_groups(
     groups += [{"params": params, "lr": learning_rate * ratio} for ratio, params in by_ratio.items()]
     return groups
 
+
+# --- fine-tuning heads (written once in models/heads.py; thin subclasses here) ----------------------------------
+from ..heads import (  # noqa: E402
+    PairClassificationModel,
+    ProteinClassificationModel,
+    ProteinTaskModel,
+    ResidueClassificationModel,
+)
+
+
+class EsmGearNetTaskModel(ProteinTaskModel):
+    """ESM-GearNet specifics of the heads: ESM trains at `esm_learning_rate_ratio` (official fine-tuning 0.1).
+
+    ESM is frozen when the ratio is 0 (ESM-GearNet's `_freeze` configs) or with `freeze_encoder`, trainable
+    otherwise; `freeze_sequence_model` is set to match, so an encoder exported from pre-training (where ESM is
+    frozen) fine-tunes as the official code does. `parameter_groups` gives ESM its learning rate.
+    """
+
+    def __init__(self, config: EsmGearNetConfig):
+        config.freeze_sequence_model = bool(config.freeze_encoder or config.esm_learning_rate_ratio == 0)
+        super().__init__(config)
+
+    def parameter_groups(self, learning_rate: float) -> list[dict]:
+        """Return parameter groups: ESM at ``learning_rate * esm_learning_rate_ratio``, the rest at `learning_rate`."""
+        return esm_parameter_groups(self, learning_rate)
+
+
+class EsmGearNetForProteinClassification(EsmGearNetTaskModel, ProteinClassificationModel, EsmGearNetPreTrainedModel):
+    """ESM-GearNet with an MLP on the protein embedding (EC, GO, PSR); `AutoModelForSequenceClassification`."""
+
+    encoder_class = EsmGearNetModel
+
+
+class EsmGearNetForResidueClassification(EsmGearNetTaskModel, ResidueClassificationModel, EsmGearNetPreTrainedModel):
+    """ESM-GearNet with an MLP on each residue embedding (RES); `AutoModelForTokenClassification`."""
+
+    encoder_class = EsmGearNetModel
+
+
+class EsmGearNetForPairClassification(EsmGearNetTaskModel, PairClassificationModel, EsmGearNetPreTrainedModel):
+    """ESM-GearNet on two structures, pooled over selected residues, then an MLP (MSP)."""
+
+    encoder_class = EsmGearNetModel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ..configuration_heads import set_head_options
 from ..configuration_utils import (
     check_activation,
     check_bool,
@@ -62,6 +63,10 @@ class GearNetConfig(PretrainedConfig):
         recompute_aggregation (`bool`, *optional*): recompute the relational sums in backward instead of storing
             them (R times less activation memory per layer, ~10% slower). Defaults to on at atom level, where the
             line graph's sums are what exhausts memory, and off at residue level.
+        num_mlp_layer, classifier_dropout, freeze_encoder, residue_pooling, pair_pooling: options of the
+            fine-tuning heads (`GearNetForProteinClassification`, ...), see `models/configuration_heads.py`:
+            MLP layers (3, hidden width = `output_dim`), dropout (0), frozen encoder (False), residue node ("ca"),
+            pair pooling ("mean" = MSP, "ca" = PIP). `num_labels` and `problem_type` are `PretrainedConfig`'s.
     """
 
     model_type = "gearnet"
@@ -126,6 +131,7 @@ class GearNetConfig(PretrainedConfig):
         if recompute_aggregation is None:
             recompute_aggregation = level == "atom"
         self.recompute_aggregation = check_bool(name, "recompute_aggregation", recompute_aggregation)
+        set_head_options(self, kwargs)
         super().__init__(**kwargs)
 
     @property

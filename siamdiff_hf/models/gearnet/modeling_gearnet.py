@@ -204,3 +204,24 @@ class GearNetModel(GearNetPreTrainedModel):
             x = hidden
         return hidden_states
 
+
+# --- fine-tuning heads (written once in models/heads.py; thin subclasses here) ----------------------------------
+from ..heads import PairClassificationModel, ProteinClassificationModel, ResidueClassificationModel  # noqa: E402
+
+
+class GearNetForProteinClassification(ProteinClassificationModel, GearNetPreTrainedModel):
+    """GearNet-Edge with an MLP on the protein embedding (EC, GO, PSR); `AutoModelForSequenceClassification`."""
+
+    encoder_class = GearNetModel
+
+
+class GearNetForResidueClassification(ResidueClassificationModel, GearNetPreTrainedModel):
+    """GearNet-Edge with an MLP on each residue's node (RES); `AutoModelForTokenClassification`."""
+
+    encoder_class = GearNetModel
+
+
+class GearNetForPairClassification(PairClassificationModel, GearNetPreTrainedModel):
+    """GearNet-Edge on two structures, pooled over selected residues, then an MLP (MSP, PIP)."""
+
+    encoder_class = GearNetModel

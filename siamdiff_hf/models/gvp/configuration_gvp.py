@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from ...protein.constants import NUM_RESIDUE_FEATURES
+from ..configuration_heads import set_head_options
 from ..configuration_utils import (
     check_activation,
     check_bool,
@@ -48,6 +49,10 @@ class GVPConfig(PretrainedConfig):
         min_distance (`int`, defaults to 0): keep edges whose residues are at least this far apart in sequence.
         max_num_neighbors (`int`, defaults to 32): cap of radius neighbours per atom, lowest index first.
         readout (`str`, defaults to `"mean"`): `"mean"` or `"sum"` over atoms for the protein embedding.
+        num_mlp_layer, classifier_dropout, freeze_encoder, residue_pooling, pair_pooling: options of the
+            fine-tuning heads (`GVPForProteinClassification`, ...), see `models/configuration_heads.py`: MLP
+            layers (3, hidden width = `output_dim`), dropout (0), frozen encoder (False), residue node ("ca" = the
+            CA atom's node, official RES), pair pooling ("mean" = MSP, "ca" = PIP).
     """
 
     model_type = "gvp"
@@ -106,6 +111,7 @@ class GVPConfig(PretrainedConfig):
         self.min_distance = check_int(name, "min_distance", min_distance, 0)
         self.max_num_neighbors = check_int(name, "max_num_neighbors", max_num_neighbors, 1)
         self.readout = check_choice(name, "readout", readout, ("sum", "mean"))
+        set_head_options(self, kwargs)
         super().__init__(**kwargs)
 
     @property

@@ -347,3 +347,24 @@ class GVPModel(GVPPreTrainedModel):
         dtype = self.embedding.weight.dtype
         return rbf.to(dtype), vector.unsqueeze(-2).to(dtype)
 
+
+# --- fine-tuning heads (written once in models/heads.py; thin subclasses here) ----------------------------------
+from ..heads import PairClassificationModel, ProteinClassificationModel, ResidueClassificationModel  # noqa: E402
+
+
+class GVPForProteinClassification(ProteinClassificationModel, GVPPreTrainedModel):
+    """GVP-GNN with an MLP on the protein embedding (PSR); `AutoModelForSequenceClassification`."""
+
+    encoder_class = GVPModel
+
+
+class GVPForResidueClassification(ResidueClassificationModel, GVPPreTrainedModel):
+    """GVP-GNN with an MLP on each residue's CA-atom node (RES); `AutoModelForTokenClassification`."""
+
+    encoder_class = GVPModel
+
+
+class GVPForPairClassification(PairClassificationModel, GVPPreTrainedModel):
+    """GVP-GNN on two structures, pooled over selected residues, then an MLP (MSP, PIP)."""
+
+    encoder_class = GVPModel
