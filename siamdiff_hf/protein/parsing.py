@@ -155,10 +155,12 @@ def _stem(name: str) -> str:
 
 # --- gemmi backend: arrays ----------------------------------------------------------------------------------------
 
-# Atom names the rules look at, sorted (np.searchsorted finds each record's code); -1 = not an atom37 slot.
-_NAME_TABLE = np.array(sorted(_KEPT_NAMES), dtype="S8")
-_NAME_SLOT = np.array([C.ATOM37_INDEX.get(n.decode(), -1) for n in _NAME_TABLE], dtype=np.int64)
-_NAME_CODE = {n.decode(): i for i, n in enumerate(_NAME_TABLE)}
+# Atom names the rules look at as 8-byte integers (gemmi's char arrays viewed as uint64), sorted for
+# np.searchsorted; `_NAME_SLOT` is each one's atom37 slot (-1: a name only renamed into a slot, e.g. SE).
+_NAMES = sorted(_KEPT_NAMES, key=lambda n: np.frombuffer(n.encode().ljust(8, b"\0"), dtype=np.uint64)[0])
+_NAME_TABLE = np.array([np.frombuffer(n.encode().ljust(8, b"\0"), dtype=np.uint64)[0] for n in _NAMES])
+_NAME_SLOT = np.array([C.ATOM37_INDEX.get(n, -1) for n in _NAMES], dtype=np.int64)
+_NAME_CODE = {n: i for i, n in enumerate(_NAMES)}
 _BACKBONE_CODES = np.array([_NAME_CODE[n] for n in _BACKBONE])
 _CA_CODE = _NAME_CODE["CA"]
 _ICODES = np.array(["" if c in (0, 32) else chr(c) for c in range(256)])  # insertion code byte -> str
@@ -166,12 +168,15 @@ _NOT_AMINO, _IF_BACKBONE = -1, -2  # residue-name classes besides a residue type
 
 
 class _Columns:
-    """The first model's atom records as parallel arrays, in gemmi's hierarchy order (chain, residue, atom)."""
+    """The first model's atom records as parallel arrays, in gemmi's hierarchy order (chain, residue, atom).
 
-    def __init__(self, chain, resnum, icode, resname, name, occ, pos, b, num_records: int):
+    Names (chain, residue, atom) are 8-byte integers: gemmi's zero-padded (N, 8) char arrays viewed as uint64.
+    """
+
+    def __init__(self, chain, resnum, icode, resname, name, occ, pos, b):
         self.chain, self.resnum, self.icode, self.resname = chain, resnum, icode, resname
         self.name, self.occ, self.pos, self.b = name, occ, pos, b
-        self.num_records = num_records  # every record, hydrogens and waters included
+        self.num_records = len(name)  # every record, hydrogens and waters included
 
 
 def _gemmi_columns(data: bytes, fmt: str) -> _Columns | None:
@@ -188,50 +193,68 @@ def _gemmi_columns(data: bytes, fmt: str) -> _Columns | None:
     if len(structure) > 1:
         del structure[1:]
     flat = gemmi.FlatStructure(structure)
-    flat.strings_as_numbers = False
+
+    def as_int(chars: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(chars).view(np.uint64).reshape(-1)
+
     return _Columns(
-        chain=flat.chain_ids, resnum=flat.resnums, icode=flat.icodes.view(np.uint8), resname=flat.residue_names,
-        name=flat.atom_names, occ=flat.occ, pos=flat.pos, b=flat.b_iso, num_records=len(flat),
+        chain=as_int(flat.chain_ids), resnum=flat.resnums, icode=flat.icodes.view(np.uint8),
+        resname=as_int(flat.residue_names), name=as_int(flat.atom_names), occ=flat.occ, pos=flat.pos, b=flat.b_iso,
     )  # fmt: skip
 
 
 def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str) -> Protein:
-    """Return the `Protein` of atom-record arrays (the rules in the module docstring), not yet validated."""
+    """Return the `Protein` of atom-record arrays (the rules in the module docstring), not yet validated.
+
+    Atoms come grouped in runs (gemmi's residues); runs are grouped into residue ids and variants (residue names
+    within an id), then the best record of each (variant, atom name) is scattered into atom37.
+    """
     if columns is None or columns.num_records == 0:
         raise InvalidStructureError(source, "no atom records (empty file or not PDB/mmCIF)")
     code = np.searchsorted(_NAME_TABLE, columns.name).clip(max=len(_NAME_TABLE) - 1)
     kept = np.flatnonzero(_NAME_TABLE[code] == columns.name)
     if len(kept) == 0:
         raise InvalidStructureError(source, "no protein residues (only waters, ligands or other molecules)")
-    code = code[kept]
-    occ = columns.occ[kept]
+    code, occ = code[kept], columns.occ[kept]
+    chain, resnum, icode = columns.chain[kept], columns.resnum[kept], columns.icode[kept]
+    resname = columns.resname[kept]
+    new_run = _first_of_run(chain, resnum, icode, resname)
+    run_start = np.flatnonzero(new_run)
+    run_of = np.cumsum(new_run) - 1  # atom -> run
 
-    # chains by first appearance; residues (chain rank, number, insertion code) by first appearance in chain
-    chain_names, chain_first, chain_of = np.unique(columns.chain[kept], return_index=True, return_inverse=True)
-    chain_rank = np.argsort(np.argsort(chain_first))
-    rank = chain_rank[chain_of].astype(np.int64)
-    key = (rank << 40) | ((columns.resnum[kept].astype(np.int64) + 2**31) << 8) | columns.icode[kept]
-    residue_keys, residue_first, residue_of = np.unique(key, return_index=True, return_inverse=True)
+    # chains by first appearance; residue ids (chain, number, insertion code) by first appearance in their chain
+    chain_names, chain_first, run_chain = np.unique(chain[run_start], return_index=True, return_inverse=True)
+    chain_rank = np.argsort(np.argsort(chain_first))[run_chain].astype(np.int64)
+    key = (chain_rank << 40) | ((resnum[run_start].astype(np.int64) + 2**31) << 8) | icode[run_start]
+    residue_keys, residue_first, run_residue = np.unique(key, return_index=True, return_inverse=True)
     residue_rank = residue_keys >> 40
-    # variants: residue names within one residue id, by first appearance
-    resnames, resname_of = np.unique(columns.resname[kept], return_inverse=True)
-    variant_keys, variant_first, variant_of = np.unique(
-        residue_of.astype(np.int64) * len(resnames) + resname_of, return_index=True, return_inverse=True
+    resnames, run_resname = np.unique(resname[run_start], return_inverse=True)
+    variant_keys, variant_first, run_variant = np.unique(
+        run_residue.astype(np.int64) * len(resnames) + run_resname, return_index=True, return_inverse=True
     )
     variant_residue, variant_resname = np.divmod(variant_keys, len(resnames))
+    variant_of = run_variant[run_of]
 
     # best record per (variant, atom name): highest occupancy, then first listed
-    order = np.lexsort((np.arange(len(kept)), -occ, code, variant_of))
-    starts = np.flatnonzero(_first_of_run(variant_of[order], code[order]))
-    best = order[starts]
-    listed = np.minimum.reduceat(order, starts)  # first record of each atom name: the order names were listed
+    name_key = variant_of * len(_NAME_TABLE) + code
+    if np.bincount(name_key).max() == 1:  # no altlocs nor duplicate records: every record is the best
+        best = best_listed = np.arange(len(kept))
+    else:
+        order = np.argsort(name_key, kind="stable")
+        group = np.cumsum(_first_of_run(name_key[order])) - 1
+        starts = np.flatnonzero(_first_of_run(group))
+        winners = np.flatnonzero(occ[order] == np.maximum.reduceat(occ[order], starts)[group])
+        winners = winners[_first_of_run(group[winners])]
+        best = order[winners]
+        best_listed = order[starts][group[winners]]  # where each atom name was first listed in its variant
     best_variant, best_code = variant_of[best], code[best]
 
     residue_class, renames = _classify_names(resnames)
-    variant_type = residue_class[variant_resname]
     backbone = np.zeros((len(variant_keys), len(_BACKBONE_CODES)), dtype=bool)
     is_backbone = best_code[:, None] == _BACKBONE_CODES
-    backbone[best_variant[is_backbone.any(1)], is_backbone.argmax(1)[is_backbone.any(1)]] = True
+    any_backbone = is_backbone.any(1)
+    backbone[best_variant[any_backbone], is_backbone[any_backbone].argmax(1)] = True
+    variant_type = residue_class[variant_resname]
     variant_type = np.where(
         (variant_type == _IF_BACKBONE) & backbone.all(1), C.UNKNOWN_RESIDUE, np.maximum(variant_type, _NOT_AMINO)
     )
@@ -242,18 +265,21 @@ def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str
     has_ca[best_variant[is_ca]] = True
 
     # best variant per residue: amino acids only, highest CA occupancy, then first listed
-    amino = np.flatnonzero(variant_type >= 0)
-    by_score = amino[np.lexsort((variant_first[amino], -ca_score[amino], variant_residue[amino]))]
-    first_of_residue = _first_of_run(variant_residue[by_score])
-    chosen = np.full(len(residue_keys), -1)
-    chosen[variant_residue[by_score[first_of_residue]]] = by_score[first_of_residue]
+    if len(variant_keys) == len(residue_keys):  # one residue name per residue id: variant i is residue i
+        chosen = np.where(variant_type >= 0, np.arange(len(variant_keys)), -1)
+    else:
+        amino = np.flatnonzero(variant_type >= 0)
+        by_score = amino[np.lexsort((variant_first[amino], -ca_score[amino], variant_residue[amino]))]
+        first_of_residue = _first_of_run(variant_residue[by_score])
+        chosen = np.full(len(residue_keys), -1)
+        chosen[variant_residue[by_score[first_of_residue]]] = by_score[first_of_residue]
 
     residue_order = np.lexsort((residue_first, residue_rank))
     candidate = residue_order[chosen[residue_order] >= 0]
     with_ca = has_ca[chosen[candidate]]
     residues = candidate[with_ca]
     missing = np.bincount(residue_rank[candidate[~with_ca]], minlength=len(chain_names))
-    names_by_rank = [chain_names[i].decode("latin-1").strip() for i in np.argsort(chain_first)]
+    names_by_rank = [_decode(chain_names[i]) for i in np.argsort(chain_first)]
     if len(residues) == 0:
         if missing.sum():
             raise InvalidStructureError(source, "no amino-acid residue has a CA atom")
@@ -273,25 +299,26 @@ def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str
     allowed = slot >= 0
     allowed[allowed] = _RESIDUE_ATOM37_MASK[residue_type[row[allowed]], slot[allowed]]
     take, row, slot = take[allowed], row[allowed], slot[allowed]
-    # two records renamed into one slot (MSE with both SE and SD): the atom name listed last wins
-    last = np.lexsort((listed[take], slot, row))
-    keep = last[_first_of_run(row[last][::-1], slot[last][::-1])[::-1]]
-    take, row, slot = take[keep], row[keep], slot[keep]
+    if renames:  # two records renamed into one slot (MSE with both SE and SD): the atom name listed last wins
+        last = np.lexsort((best_listed[take], slot, row))
+        keep = last[_first_of_run(row[last][::-1], slot[last][::-1])[::-1]]
+        take, row, slot = take[keep], row[keep], slot[keep]
     records = kept[best[take]]
 
     length = len(residues)
-    positions = np.zeros((length, C.NUM_ATOM37, 3), dtype=np.float32)
-    positions[row, slot] = columns.pos[records]
-    mask = np.zeros((length, C.NUM_ATOM37), dtype=bool)
-    mask[row, slot] = True
+    flat_slot = row * C.NUM_ATOM37 + slot
+    positions = np.zeros((length * C.NUM_ATOM37, 3), dtype=np.float32)
+    positions[flat_slot] = columns.pos[records]
+    mask = np.zeros(length * C.NUM_ATOM37, dtype=bool)
+    mask[flat_slot] = True
     b_factor = np.zeros(length, dtype=np.float32)
     ca = slot == C.CA_INDEX
     b_factor[row[ca]] = columns.b[records[ca]]
     keys = residue_keys[residues]
     protein = Protein(
         residue_type=residue_type,
-        atom_positions=positions,
-        atom_mask=mask,
+        atom_positions=positions.reshape(length, C.NUM_ATOM37, 3),
+        atom_mask=mask.reshape(length, C.NUM_ATOM37),
         residue_number=((keys >> 8) & 0xFFFFFFFF) - 2**31,
         insertion_code=_ICODES[keys & 0xFF],
         chain_id=np.asarray(names_by_rank, dtype=str)[residue_rank[residues]],
@@ -300,6 +327,11 @@ def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str
     )
     protein.missing_ca = {names_by_rank[i]: int(n) for i, n in enumerate(missing) if n}
     return protein
+
+
+def _decode(value: np.uint64) -> str:
+    """Return the text of an 8-byte name stored as an integer."""
+    return value.tobytes().rstrip(b"\0").decode("latin-1").strip()
 
 
 def _first_of_run(*keys: np.ndarray) -> np.ndarray:
@@ -314,40 +346,65 @@ def _first_of_run(*keys: np.ndarray) -> np.ndarray:
 def _classify_names(resnames: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
     """Return per distinct residue name its class (type id, `_NOT_AMINO`, `_IF_BACKBONE`) and the atom renames.
 
-    A loop over the few distinct residue names of a file, not over residues.
+    A loop over the few distinct residue names of a file (each classified once per process), not over residues.
     """
-    classes = np.full(len(resnames), _NOT_AMINO, dtype=np.int64)
+    classes = np.empty(len(resnames), dtype=np.int64)
     renames: list[tuple[int, str, str]] = []
-    for i, raw in enumerate(resnames.tolist()):
-        resname = raw.decode("latin-1").strip()
-        if resname in C.RESIDUE_ID:
-            classes[i] = C.RESIDUE_ID[resname]
-        elif resname in C.MODIFIED_RESIDUES:
-            classes[i] = C.RESIDUE_ID[C.MODIFIED_RESIDUES[resname]]
-            renames.extend((i, old, new) for old, new in C.MODIFIED_ATOM_RENAMES.get(resname, {}).items())
-        elif resname in _UNKNOWN_NAMES:
-            classes[i] = C.UNKNOWN_RESIDUE
-        elif resname not in _WATERS:
-            classes[i] = _IF_BACKBONE
+    for i, value in enumerate(resnames.tolist()):
+        known = _NAME_CLASSES.get(value)
+        if known is None:
+            known = _NAME_CLASSES[value] = _classify_name(_decode(np.uint64(value)))
+        classes[i] = known[0]
+        renames.extend((i, old, new) for old, new in known[1])
     return classes, renames
 
 
+_NAME_CLASSES: dict[int, tuple[int, tuple[tuple[str, str], ...]]] = {}  # a cache: residue names are few
+
+
+def _classify_name(resname: str) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """Return (class, atom renames) of one residue name."""
+    if resname in C.RESIDUE_ID:
+        return C.RESIDUE_ID[resname], ()
+    if resname in C.MODIFIED_RESIDUES:
+        return C.RESIDUE_ID[C.MODIFIED_RESIDUES[resname]], tuple(C.MODIFIED_ATOM_RENAMES.get(resname, {}).items())
+    if resname in _UNKNOWN_NAMES:
+        return C.UNKNOWN_RESIDUE, ()
+    return (_NOT_AMINO if resname in _WATERS else _IF_BACKBONE), ()
+
+
 _PDB_COORDINATE_COLUMNS = (slice(30, 38), slice(38, 46), slice(46, 54))
+_NUMBER_CHARS = np.zeros(256, dtype=bool)
+_NUMBER_CHARS[list(b" +-.0123456789eE")] = True
+_DIGITS = np.zeros(256, dtype=bool)
+_DIGITS[list(b"0123456789")] = True
 
 
 def _check_pdb_coordinates(data: bytes, source: str) -> None:
     """Raise InvalidStructureError if an ATOM/HETATM coordinate field is not a number (gemmi reads those as 0).
 
-    Runs only when a parsed coordinate is exactly 0.0, which real files almost never hold.
+    Runs only when a parsed coordinate is exactly 0.0. The coordinate columns of every record are screened with
+    numpy (a field of digits, signs, points and exponents, holding a digit, is a number); only the records that
+    fail the screen are checked with ``float``, which names the first bad record.
     """
-    for line in data.splitlines():
-        if line.startswith((b"ATOM", b"HETATM")):
-            for columns in _PDB_COORDINATE_COLUMNS:
-                try:
-                    float(line[columns])
-                except ValueError:
-                    text = line.decode("latin-1").rstrip()
-                    raise InvalidStructureError(source, f"invalid coordinate in record {text!r}") from None
+    text = np.frombuffer(data + b"\n" + bytes(60), dtype=np.uint8)
+    ends = np.flatnonzero(text[: len(data) + 1] == 10)
+    starts = np.r_[0, ends[:-1] + 1]
+    head = text[starts[:, None] + np.arange(6)]
+    atom, hetatm = np.frombuffer(b"ATOM", np.uint8), np.frombuffer(b"HETATM", np.uint8)
+    record = (head[:, :4] == atom).all(1) | (head == hetatm).all(1)
+    starts, ends = starts[record], ends[record]
+    fields = text[starts[:, None] + np.arange(30, 54)].reshape(-1, 3, 8)
+    number = _NUMBER_CHARS[fields].all(2) & _DIGITS[fields].any(2)
+    suspect = ~number.all(1) | (ends - starts < 54)
+    for start, end in zip(starts[suspect].tolist(), ends[suspect].tolist()):  # rarely any
+        line = data[start:end]
+        for columns in _PDB_COORDINATE_COLUMNS:
+            try:
+                float(line[columns])
+            except ValueError:
+                text = line.decode("latin-1").rstrip()
+                raise InvalidStructureError(source, f"invalid coordinate in record {text!r}") from None
 
 
 # --- biopython backend: the reference table -----------------------------------------------------------------------
