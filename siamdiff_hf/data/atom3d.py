@@ -234,19 +234,23 @@ def protein_from_atoms(frame: Mapping[str, np.ndarray], *, id: str = "", source:
     icode = np.where(icode == b"", b" ", icode).astype("S1").view(np.uint8)
     positions = np.stack([np.asarray(frame[k], dtype=np.float64)[rows] for k in ("x", "y", "z")], axis=-1)
     columns = _Columns(
-        chain=_bytes(column("chain", "")),
+        chain=_as_int(_bytes(column("chain", ""))),
         resnum=np.asarray(column("residue", 0), dtype=np.int64),
         icode=icode,
-        resname=_bytes(column("resname", "")),
-        name=_bytes(column("name", "")),
+        resname=_as_int(_bytes(column("resname", ""))),
+        name=_as_int(_bytes(column("name", ""))),
         occ=np.nan_to_num(np.asarray(column("occupancy", 1.0), dtype=np.float32), nan=0.0),
         pos=positions,
         b=np.nan_to_num(np.asarray(column("bfactor", 0.0), dtype=np.float32), nan=0.0),
-        num_records=num_records,
     )
     if not np.isfinite(positions).all():
         raise InvalidStructureError(source, "NaN/inf atom coordinates in the frame")
     return _protein_from_columns(columns, source, id).validate(source)
+
+
+def _as_int(names: np.ndarray) -> np.ndarray:
+    """Return names as the parser's 8-byte integers (zero-padded 8 characters viewed as uint64, as gemmi's)."""
+    return np.ascontiguousarray(names.astype("S8")).view(np.uint64).reshape(-1)
 
 
 def _bytes(values: np.ndarray, upper: bool = False) -> np.ndarray:

@@ -136,7 +136,7 @@ def read_split(
         chains = [line.strip() for line in lists[0].read_text().splitlines() if line.strip()]
         result.source_files.append(str(lists[0]))
     elif folder == root / split:
-        chains = sorted({Path(p).name.split("_")[0].split(".")[0] for p in structures.values()})
+        chains = sorted(_chain_of_file(Path(p).name) for p in structures.values())
     else:
         raise FileNotFoundError(f"{root}: no nrPDB-{stem}*_{split}.txt list and no {split}/ folder")
     counts = dict.fromkeys(("listed", "removed_by_cutoff", "missing_annotation", "missing_structure"), 0)

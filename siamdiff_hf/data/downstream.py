@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Array2D, Array3D, Dataset, Features, List, Value, concatenate_datasets
+from datasets.exceptions import DatasetGenerationError
 
 from siamdiff_hf.data.atom3d import Atom3DLMDB, AtomFrame, CorruptItemError, protein_from_atoms
 from siamdiff_hf.data.deepfri import read_split
@@ -708,11 +709,14 @@ def _cached_or_built(folder: Path, features: Features, keys, spec, num_proc, rep
                 shutil.rmtree(folder)  # an interrupted conversion
             report_dir = folder / "worker_reports"
             report_dir.mkdir(parents=True)
-            built = Dataset.from_generator(
-                _generate_rows, features=features, cache_dir=str(folder / "arrow"), num_proc=num_proc,
-                gen_kwargs={"units": _chunks(keys, num_proc), "spec": {**spec, "report_dir": str(report_dir)}},
-                split="train", fingerprint=folder.name,
-            )  # fmt: skip
+            try:
+                built = Dataset.from_generator(
+                    _generate_rows, features=features, cache_dir=str(folder / "arrow"), num_proc=num_proc,
+                    gen_kwargs={"units": _chunks(keys, num_proc), "spec": {**spec, "report_dir": str(report_dir)}},
+                    split="train", fingerprint=folder.name,
+                )  # fmt: skip
+            except DatasetGenerationError as err:  # datasets wraps the converter's exception: raise that one
+                raise (err.__cause__ or err) from None
             counts: Counter[str] = Counter()
             for part in report_dir.glob("*.json"):
                 counts.update(json.loads(part.read_text()))
