@@ -14,8 +14,9 @@ POOLINGS = ("mean", "ca")
 # The official downstream head: TorchDrug's `MultiLayerPerceptron` with `num_mlp_layer=3` (SiamDiff
 # `config/{res,atom}/*.yaml`), no dropout (TorchDrug `torchdrug/layers/common.py` defaults).
 HEAD_DEFAULTS: dict[str, Any] = dict(
-    num_mlp_layer=3, classifier_dropout=0.0, freeze_encoder=False, residue_pooling="ca", pair_pooling="mean"
-)
+    num_mlp_layer=3, classifier_dropout=0.0, freeze_encoder=False, residue_pooling="ca", pair_pooling="mean",
+    regression_mean=None, regression_std=None,
+)  # fmt: skip
 
 HEAD_OPTIONS_DOC = """
         num_mlp_layer (`int`, defaults to 3): fine-tuning heads: layers of the MLP on top of the encoder (hidden
@@ -30,7 +31,11 @@ HEAD_OPTIONS_DOC = """
             residue level.
         pair_pooling (`str`, defaults to `"mean"`): pair heads, each side's embedding: `"mean"` over the nodes of
             the selected residues (official MSP), `"ca"` the nodes at the selected residues' CA atoms (official
-            PIP; averaged if several residues are selected)."""
+            PIP; averaged if several residues are selected).
+        regression_mean, regression_std (`float` or `list[float]`, *optional*): regression heads: standardise the
+            targets as the official PSR task does (TorchDrug `PropertyPrediction(normalization=True)`): the MLP
+            predicts ``(y - mean) / std``, the loss is the MSE in that scale and `logits` are de-standardised
+            (``mlp * std + mean``). Use the training labels' mean and (unbiased) std. Unset: plain MSE."""
 
 
 def set_head_options(config: Any, kwargs: dict[str, Any]) -> None:
@@ -44,6 +49,14 @@ def set_head_options(config: Any, kwargs: dict[str, Any]) -> None:
     for key in ("residue_pooling", "pair_pooling"):
         if getattr(config, key) not in POOLINGS:
             raise ValueError(f"{key} must be one of {POOLINGS}, got {getattr(config, key)!r}")
+    if (config.regression_mean is None) != (config.regression_std is None):
+        raise ValueError("regression_mean and regression_std must be given together (or neither)")
+    if config.regression_std is not None and min(_as_list(config.regression_std)) <= 0:
+        raise ValueError(f"regression_std must be positive, got {config.regression_std}")
     config.num_mlp_layer = int(config.num_mlp_layer)
     config.classifier_dropout = float(config.classifier_dropout)
     config.freeze_encoder = bool(config.freeze_encoder)
+
+
+def _as_list(value: Any) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, list | tuple) else [float(value)]

@@ -199,6 +199,25 @@ class ProteinTaskModel(ProteinPreTrainedModel):
                 self.config.problem_type = "multi_label_classification"
         return self.config.problem_type
 
+    def _regression_scale(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Return (mean, std) of the configured target standardisation as tensors, or None."""
+        if self.config.regression_mean is None:
+            return None
+        mean = torch.as_tensor(self.config.regression_mean, dtype=like.dtype, device=like.device)
+        std = torch.as_tensor(self.config.regression_std, dtype=like.dtype, device=like.device)
+        return mean, std
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Return the MLP's logits, de-standardised (``* std + mean``) when `regression_mean`/`_std` are set."""
+        logits = self.mlp(features)
+        scale = self._regression_scale(logits)
+        if scale is not None:
+            if self.config.problem_type not in (None, "regression"):
+                raise ValueError(f"regression_mean/regression_std need problem_type='regression', got "
+                                 f"{self.config.problem_type!r}")  # fmt: skip
+            logits = logits * scale[1] + scale[0]
+        return logits
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, what: str) -> torch.Tensor:
         """Return the loss of (N, num_labels) `logits` for `labels`; residue rows labelled -100 are ignored."""
         problem_type = self.problem_type_for(labels)
@@ -210,6 +229,9 @@ class ProteinTaskModel(ProteinPreTrainedModel):
             logits, labels = logits[keep], labels[keep]
         labels = labels.to(logits.dtype)
         if problem_type == "regression":
+            scale = self._regression_scale(logits)
+            if scale is not None:  # official PSR: MSE between standardised prediction and target
+                return F.mse_loss((logits - scale[0]) / scale[1], (labels - scale[0]) / scale[1])
             return F.mse_loss(logits, labels)
         return F.binary_cross_entropy_with_logits(logits, labels)
 
@@ -245,7 +267,7 @@ class ProteinClassificationModel(ProteinTaskModel):
             residue_type, atom_positions, atom_mask, batch, output_hidden_states, chain_index=chain_index,
             residue_index=residue_index, esm_input_ids=esm_input_ids, hidden_residue_types=hidden_residue_types,
         )  # fmt: skip
-        logits = self.mlp(encoded.protein_embeddings)
+        logits = self.predict(encoded.protein_embeddings)
         loss = self.loss(logits, labels, "protein") if labels is not None else None
         output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
         return self._return(output, return_dict)
@@ -282,7 +304,7 @@ class ResidueClassificationModel(ProteinTaskModel):
             features = encoded.node_embeddings[nodes]
         else:
             features = encoded.residue_embeddings
-        logits = self.mlp(features)
+        logits = self.predict(features)
         loss = self.loss(logits, labels, "residue") if labels is not None else None
         output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
         return self._return(output, return_dict)
@@ -345,7 +367,7 @@ class PairClassificationModel(ProteinTaskModel):
         for suffix, residue_type, positions, mask, batch, selection, selection_batch, extra in sides:
             encoded = self.run_encoder(residue_type, positions, mask, batch, suffix=suffix, **extra)
             pooled.append(self.pool(encoded, mask, batch, selection, selection_batch, num_pairs[0], suffix))
-        logits = self.mlp(torch.cat(pooled, dim=-1))
+        logits = self.predict(torch.cat(pooled, dim=-1))
         loss = self.loss(logits, labels, "pair") if labels is not None else None
         return self._return(SequenceClassifierOutput(loss=loss, logits=logits), return_dict)
 

@@ -335,3 +335,42 @@ def test_esm_gearnet_heads_give_esm_its_learning_rate_ratio(ratio, esm_trains, t
     rates = sorted({g["lr"] for g in groups for p in g["params"] if id(p) in esm_ids})
     assert rates == ([pytest.approx(1e-5)] if esm_trains else [])
     assert any(g["lr"] == 1e-4 and any(p is model.mlp.layers[0].weight for p in g["params"]) for g in groups)
+
+
+def test_regression_standardisation_as_the_official_psr_task(tmp_path, inputs):
+    model = build("gearnet-residue", 1, num_labels=1, regression_mean=0.5, regression_std=0.2)
+    labels = torch.tensor([0.3, 0.9])
+    out = model(**inputs, labels=labels)
+    raw = model.mlp(model.base_model(**inputs).protein_embeddings)
+    assert torch.allclose(out.logits, raw * 0.2 + 0.5)  # TorchDrug: pred * std + mean
+    assert torch.allclose(out.loss, F.mse_loss(raw[:, 0], (labels - 0.5) / 0.2))  # MSE on standardised targets
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert reloaded.config.regression_std == 0.2
+    assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+    with pytest.raises(ValueError, match="regression_mean and regression_std"):
+        GearNetConfig(regression_mean=0.5)
+
+
+def test_head_options_are_validated_by_name():
+    with pytest.raises(ValueError, match="num_mlp_layer"):
+        GearNetConfig(num_mlp_layer=0)
+    with pytest.raises(ValueError, match="pair_pooling"):
+        GVPConfig(pair_pooling="max")
+    with pytest.raises(ValueError, match="classifier_dropout"):
+        tiny_config("esm-gearnet", classifier_dropout=1.5)
+    model = build("gearnet-residue", 1, num_labels=3, classifier_dropout=0.3)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.mlp.modules()) == 1
+
+
+@pytest.mark.parametrize("name", ["gearnet-atom", "gvp", "esm-gearnet"])
+def test_hidden_residue_types_reach_the_encoder_and_keep_the_atoms(name, inputs):
+    model = build(name, 2, num_labels=20)
+    hidden = torch.zeros_like(inputs["batch"], dtype=torch.bool)
+    hidden[7] = True
+    with torch.no_grad():
+        plain = model(**inputs).logits
+        masked = model(**inputs, hidden_residue_types=hidden).logits
+        nodes = model.base_model(**inputs, hidden_residue_types=hidden).node_embeddings.shape[0]
+    assert not torch.allclose(plain[7], masked[7])
+    assert nodes == model.base_model(**inputs).node_embeddings.shape[0]  # the target keeps its atoms (official RES)
