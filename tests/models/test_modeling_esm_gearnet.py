@@ -293,6 +293,19 @@ def test_save_and_load_give_the_same_outputs(tmp_path, inputs):
     assert not siamdiff.train().encoder.esm_frozen and siamdiff.encoder.esm.training
 
 
+def test_set_esm_frozen_leaves_the_config_as_built(inputs):
+    model = tiny_model()
+    model(**inputs)
+    assert model.esm_cache.entry is not None
+    model.set_esm_frozen(False)
+    assert model.config.freeze_sequence_model and not model.esm_frozen and model.esm_cache.entry is None
+    assert not model.train().esm_frozen and model.esm.training
+    assert all(p.requires_grad for p in model.esm.encoder.parameters())
+    model.set_esm_frozen(True)
+    assert model.esm_frozen and not model.train().esm.training
+    assert not any(p.requires_grad for p in model.esm.parameters())
+
+
 def test_from_esm_pretrained_loads_a_local_esm_folder(tmp_path, inputs):
     torch.manual_seed(3)
     esm = EsmModel(esm2_config(**TINY_ESM), add_pooling_layer=False)

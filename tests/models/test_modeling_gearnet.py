@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -231,6 +232,27 @@ def test_save_pretrained_round_trip(tmp_path, inputs):
         a, b = model(**inputs), loaded(**inputs)
     assert torch.equal(a.node_embeddings, b.node_embeddings)
     assert torch.equal(a.protein_embeddings, b.protein_embeddings)
+
+
+def test_edge_message_passing_flag_and_configs_saved_before_it(tmp_path, inputs):
+    plain = GearNetConfig(hidden_dims=[8], edge_message_passing=False)
+    assert (plain.edge_input_dim, plain.num_angle_bin) == (0, 0) and not hasattr(GearNetModel(plain), "edge_layers")
+    assert GearNetConfig().edge_message_passing and GearNetConfig(level="atom").to_dict()["edge_message_passing"]
+    with pytest.raises(ValueError, match="edge_message_passing"):
+        GearNetConfig(edge_input_dim=0)  # one width 0, the other not: ambiguous without the flag
+    with pytest.raises(ValueError, match="num_angle_bin"):
+        GearNetConfig(num_angle_bin=0, edge_message_passing=True)
+    # a config.json written before the flag existed (edge_input_dim = num_angle_bin = 0 meant "off")
+    torch.manual_seed(0)
+    model = GearNetModel(GearNetConfig(hidden_dims=[8, 8], edge_message_passing=False)).eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["edge_message_passing"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert not loaded.config.edge_message_passing and loaded.state_dict().keys() == model.state_dict().keys()
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).protein_embeddings, model(**inputs).protein_embeddings)
 
 
 def test_recomputed_aggregation_gives_the_same_outputs_and_gradients(inputs):
