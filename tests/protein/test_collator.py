@@ -223,3 +223,53 @@ def test_trainer_default_remove_unused_columns_is_named_in_the_error(proteins, t
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=ProteinDataCollator())
     with pytest.raises(ValueError, match=r"remove_unused_columns=False"):
         trainer.train()
+
+
+# --- rows as `load_downstream` writes them ------------------------------------------------------------------------
+def _downstream_fixtures():
+    """tests/data/_downstream_fixtures.py (the released-format builders), imported by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_downstream_fixtures", DATA / "_downstream_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_downstream_rows_collate_into_the_heads(tmp_path):
+    from siamdiff_hf.data.downstream import TASKS, load_downstream
+    from siamdiff_hf.protein import constants as C
+
+    fx = _downstream_fixtures()
+    splits = {"train": {"2XDG-A": "2xdgA.pdb.gz", "2XCJ-A": "2xcjA.pdb.gz"}, "valid": {}, "test": {}}
+    root = fx.write_deepfri(tmp_path / "ec", "ec", splits, {"2XDG-A": "1.1.1.1", "2XCJ-A": "2.7.11.1,1.1.1.1"},
+                            ["1.1.1.1", "2.7.11.1", "3.4.21.-"], {})  # fmt: skip
+    ec = load_downstream("ec", root, "train", cache_dir=tmp_path / "cache")
+    for rows in (list(ec), list(ec.with_format("numpy"))):
+        batch = ProteinDataCollator()(rows)
+        assert batch["labels"].dtype == torch.float32 and batch["labels"].shape == (2, 3)
+        model = GearNetForProteinClassification(
+            GearNetConfig(hidden_dims=[8], num_labels=3, problem_type=TASKS["ec"].problem_type)
+        )
+        assert torch.isfinite(model(**batch).loss)
+    # MSP: VAL -> THR at one residue, the wild type and the mutant as ATOM3D stores them
+    atoms = fx.atom_rows(DATA / "2xdgA.pdb.gz")
+    reference = parse_structure(DATA / "2xdgA.pdb.gz")
+    k = int(np.flatnonzero(reference.residue_type == C.RESIDUE_ID["VAL"])[0])
+    mutant = [list(r) for r in atoms]
+    for r in mutant:
+        if r[fx.col("residue")] == reference.residue_number[k]:
+            r[fx.col("resname")] = "THR"
+            if r[fx.col("name")] == "CG1":
+                r[fx.col("name")], r[fx.col("element")] = "OG1", "O"
+    items = [{"original_atoms": fx.frame(atoms), "mutated_atoms": fx.frame(mutant), "id": f"m{i}", "label": str(i)}
+             for i in (0, 1)]  # fmt: skip
+    fx.write_atom3d_lmdb(tmp_path / "msp" / "train", items)
+    msp = load_downstream("msp", tmp_path / "msp", "train", cache_dir=tmp_path / "cache")
+    batch = ProteinDataCollator()(list(msp.with_format("numpy")))
+    assert torch.equal(batch["selection_1"], torch.tensor([k, reference.length + k]))
+    assert torch.equal(batch["labels"], torch.tensor([0.0, 1.0]))
+    model = GearNetForPairClassification(
+        GearNetConfig(level="atom", hidden_dims=[8], num_labels=1, problem_type=TASKS["msp"].problem_type)
+    )
+    assert model(**batch).logits.shape == (2, 1)
