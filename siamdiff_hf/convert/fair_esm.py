@@ -1,10 +1,10 @@
 """fair-esm ESM-2 checkpoints -> transformers `EsmModel`; ESM-GearNet FusionNetwork checkpoints -> `EsmGearNetModel`.
 
-Key mapping (reference gvp_esm_hf §2.3): ``embed_tokens`` -> ``embeddings.word_embeddings``,
-``emb_layer_norm_after`` -> ``encoder.emb_layer_norm_after``, per layer ``layers.{i}.X`` ->
-``encoder.layer.{i}.Y`` (q/k/v/out_proj -> attention.self.query/key/value, attention.output.dense;
-self_attn_layer_norm -> attention.LayerNorm; fc1/fc2 -> intermediate.dense/output.dense; final_layer_norm ->
-LayerNorm); the per-layer rotary ``inv_freq`` (stored, possibly fp16-rounded) -> the shared
+Key mapping (fair-esm 2.0 `esm/model/esm2.py` names -> transformers `models/esm/modeling_esm.py` names):
+``embed_tokens`` -> ``embeddings.word_embeddings``, ``emb_layer_norm_after`` -> ``encoder.emb_layer_norm_after``,
+per layer ``layers.{i}.X`` -> ``encoder.layer.{i}.Y`` (q/k/v/out_proj -> attention.self.query/key/value,
+attention.output.dense; self_attn_layer_norm -> attention.LayerNorm; fc1/fc2 -> intermediate.dense/output.dense;
+final_layer_norm -> LayerNorm); the per-layer rotary ``inv_freq`` (stored, possibly fp16-rounded) -> the shared
 ``rotary_embeddings.inv_freq``; ``contact_head.regression`` keeps its name. The LM head is dropped (EsmModel has
 none). Files are read with ``torch.load(weights_only=True)``; the only non-tensor class allowed is
 ``argparse.Namespace`` (fair-esm's ``cfg["model"]``), never a blanket unpickle.
@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from transformers import EsmConfig, EsmModel
 
+from ..errors import CheckpointError
 from ..models.esm_gearnet import EsmGearNetConfig, EsmGearNetModel, esm2_config
-from .torchdrug import CheckpointError, extract_gearnet_state_dict, infer_gearnet_config
+from .torchdrug import extract_gearnet_state_dict, infer_gearnet_config
 
 logger = logging.getLogger(__name__)
 

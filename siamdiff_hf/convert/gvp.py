@@ -1,4 +1,4 @@
-"""SiamDiff-format GVP-GNN state dicts -> `GVPModel` (reference gvp_esm_hf §1.6).
+"""SiamDiff-format GVP-GNN state dicts -> `GVPModel` (SiamDiff `siamdiff/model.py`, class `GVPGNN`).
 
 SiamDiff's `GVPGNN` keys (`embedding`, `residue_embdding` (sic), `W_v`, `W_e`, `layers.{l}.{conv.message_func,
 norm,dropout,ff_func}`, `W_out`) map 1:1 onto `GVPModel`. The only entries dropped are the empty `dummy_param`
@@ -19,8 +19,8 @@ from collections.abc import Mapping
 
 import torch
 
+from ..errors import CheckpointError
 from ..models.gvp import GVPConfig, GVPModel
-from .torchdrug import CheckpointError
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""Official TorchDrug GearNet(-Edge) checkpoints -> `GearNetModel` (reference siamdiff_torchdrug §4).
+"""Official TorchDrug GearNet(-Edge) checkpoints -> `GearNetModel`.
 
-The published SiamDiff / GearNet files are plain encoder state dicts whose keys map 1:1 onto `GearNetModel`
-(`layers.{l}.*`, `edge_layers.{l}.*`, `batch_norms.{l}.*`). Whole-task files (SiamDiff stage 1: `alphas`,
-`model.*`, heads; downstream engines: `{"model": task_state_dict, ...}`) are accepted too: the encoder part is
-taken and the rest reported. The architecture is read off the tensors' shapes, so custom sizes convert as well.
+The published SiamDiff / GearNet files are plain encoder state dicts whose keys (TorchDrug 0.2.1
+`torchdrug/models/gearnet.py`: `layers.{l}.*`, `edge_layers.{l}.*`, `batch_norms.{l}.*`) map 1:1 onto
+`GearNetModel`. Whole-task files (SiamDiff stage 1: `alphas`, `model.*`, heads; downstream engines:
+`{"model": task_state_dict, ...}`) are accepted too: here the encoder part is taken and the rest reported
+(`convert.siamdiff_task` converts a whole SiamDiff task, heads included). The architecture is read off the
+tensors' shapes, so custom sizes convert as well.
 """
 
 from __future__ import annotations
@@ -16,16 +18,14 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError  # also importable from here, its first home
 from ..models.gearnet import GearNetConfig, GearNetModel
 
 logger = logging.getLogger(__name__)
 
+
 _ENCODER_KEY = re.compile(r"^(layers|edge_layers|batch_norms)\.\d+\.")
 _ENCODER_PREFIXES = ("model.", "structure_model.", "module.", "encoder.", "gearnet.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not hold a compatible GearNet state dict."""
 
 
 def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from siamdiff_hf.convert.fair_esm import (
     infer_esm_config,
     map_fair_esm_keys,
 )
-from siamdiff_hf.convert.torchdrug import CheckpointError
+from siamdiff_hf.errors import CheckpointError
 from siamdiff_hf.models.esm_gearnet import EsmGearNetModel, esm2_config
 from siamdiff_hf.models.gearnet import GearNetConfig, GearNetModel
 from siamdiff_hf.protein.processor import esm_tokenizer
@@ -179,8 +179,11 @@ def test_convert_fair_esm_command_writes_a_loadable_folder(tmp_path):
     assert (ours[tokens != 1] - expected[tokens != 1]).abs().max() < 1e-4
     model = EsmGearNetModel.from_esm_pretrained(tmp_path / "out", gearnet_config=dict(hidden_dims=[8]))
     assert torch.equal(model.esm.encoder.layer[1].output.dense.weight, reference.layers[1].fc2.weight)
-    bad = parser.parse_args(["convert-fair-esm", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x")])
-    assert bad.func(bad) == 2
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "ESM-2 (2 layers" in card and "add_pooling_layer=False" in card
+    with pytest.raises(FileNotFoundError):  # the CLI turns it into one line and exit code 1 (tests/test_cli.py)
+        bad = parser.parse_args(["convert-fair-esm", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x")])
+        bad.func(bad)
 
 
 @needs_fair_esm

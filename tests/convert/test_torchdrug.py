@@ -12,7 +12,8 @@ from transformers import AutoModel
 
 from siamdiff_hf import GearNetConfig, GearNetModel, ProteinStructureProcessor
 from siamdiff_hf.cli import main
-from siamdiff_hf.convert.torchdrug import CheckpointError, convert_gearnet_state_dict, load_torch_state_dict
+from siamdiff_hf.convert.torchdrug import convert_gearnet_state_dict, load_torch_state_dict
+from siamdiff_hf.errors import CheckpointError
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -92,5 +93,6 @@ def test_cli_convert_then_embed(tmp_path, capsys):
         assert (tmp_path / "hf" / name).exists(), name
     assert "siamdiff-hf" in (tmp_path / "hf" / "README.md").read_text()
     assert isinstance(AutoModel.from_pretrained(tmp_path / "hf"), GearNetModel)
-    assert main(["convert-torchdrug", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x")]) == 2
-    assert "missing.pth" in capsys.readouterr().out
+    assert main(["convert-torchdrug", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("siamdiff-hf convert-torchdrug: error:") and "missing.pth" in error and "\n" not in error
