@@ -76,8 +76,6 @@ def ca_nodes(atom_mask: torch.Tensor, level: str, num_nodes: int) -> torch.Tenso
 
 def _check_labels(labels: torch.Tensor, problem_type: str, num_rows: int, num_labels: int, what: str) -> torch.Tensor:
     """Return `labels` reshaped for the loss of `problem_type`, or raise a one-line error naming `labels`."""
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     floating = labels.is_floating_point()
     if problem_type == "single_label_classification":
         if floating or labels.dtype == torch.bool or labels.is_complex():
@@ -220,6 +218,8 @@ class ProteinTaskModel(ProteinPreTrainedModel):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, what: str) -> torch.Tensor:
         """Return the loss of (N, num_labels) `logits` for `labels`; residue rows labelled -100 are ignored."""
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
         problem_type = self.problem_type_for(labels)
         labels = _check_labels(labels.to(logits.device), problem_type, logits.shape[0], self.num_labels, what)
         if problem_type == "single_label_classification":
