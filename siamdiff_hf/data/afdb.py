@@ -12,17 +12,16 @@ Examples are plain arrays (`AFDB_FEATURES`)::
 ``atom_positions``/``atom_mask`` use datasets' variable-first-dimension ``Array3D``/``Array2D``: float32 and bool
 round-trip exactly (Arrow and Parquet), and ``with_format("numpy"|"torch")`` returns (L, 37, 3) arrays directly.
 
-Skipped and filtered structures are counted per process: see `skip_counts`.
+Skipped and filtered structures are counted by the stream's `StreamCounts` (see `load_afdb`'s ``counts``).
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,8 @@ from siamdiff_hf.data.sources import (
     iter_unit,
     resolve_sources,
 )
+from siamdiff_hf.protein.formats import is_gzipped
+from siamdiff_hf.protein.parsing import check_backend
 
 logger = logging.getLogger(__name__)
 
@@ -52,37 +53,108 @@ AFDB_FEATURES = Features(
 SKIP_FIELD = "num_skipped"  # optional int32 column, see `load_afdb(report_skips=True)`
 
 # Failure reasons (a structure lost) and filter reasons (a structure deliberately dropped).
-FAILURE_REASONS = ("corrupt_gzip", "parse_error", "invalid_structure", "truncated_tar", "unreadable", "corrupt_member")
+FAILURE_REASONS = (
+    "corrupt_gzip", "parse_error", "invalid_structure", "truncated_tar", "unreadable", "corrupt_member", "invalid_row",
+)  # fmt: skip
 FILTER_REASONS = ("filtered_length", "filtered_plddt")
 
-_COUNTS: Counter[str] = Counter()
-_PENDING_FAILURES = 0  # failures not yet reported through the `num_skipped` field
+
+@dataclass(frozen=True)
+class StreamFilters:
+    """Which structures a stream keeps: ``min_length <= L <= max_length`` residues, mean pLDDT >= ``min_plddt``.
+
+    The one definition of the filters shared by `load_afdb`, `prepare_afdb`, ``siamdiff-hf prepare-afdb`` and the
+    pre-training config (``data.min_length`` ...); None disables a bound. Raises ValueError for impossible bounds.
+    """
+
+    min_length: int | None = None
+    max_length: int | None = None
+    min_plddt: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_length", "max_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length ({self.min_length}) is larger than max_length ({self.max_length})")
+        if self.min_plddt is not None and not 0 <= self.min_plddt <= 100:
+            raise ValueError(f"min_plddt must lie in [0, 100] (pLDDT is a percentage), got {self.min_plddt!r}")
+
+    def reject_reason(self, example: dict[str, Any]) -> str | None:
+        """Return the filter reason that drops ``example``, or None to keep it."""
+        length = int(example["length"])
+        if (self.min_length is not None and length < self.min_length) or (
+            self.max_length is not None and length > self.max_length
+        ):
+            return "filtered_length"
+        if self.min_plddt is not None and (length == 0 or float(np.mean(example["plddt"])) < self.min_plddt):
+            return "filtered_plddt"
+        return None
+
+
+class StreamCounts:
+    """What one stream did in one process: examples yielded, structures lost (per failure reason), filtered.
+
+    A stream updates the `StreamCounts` it was given (`load_afdb`'s ``counts``) in the process that reads it: the
+    main process without DataLoader workers, otherwise each worker updates its own copy. ``report_skips=True``
+    carries the failures to the consumer in the ``num_skipped`` column instead, which works with workers.
+    """
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._unreported = 0  # failures not yet reported through the `num_skipped` field
+
+    def failure(self, event: SkipEvent) -> None:
+        """Count a lost structure and log it (one warning line naming the member)."""
+        self._counts[event.reason] += 1
+        self._unreported += 1
+        logger.warning("skipped %s (%s): %s", event.origin, event.reason, event.detail)
+
+    def filtered(self, reason: str) -> None:
+        """Count a structure dropped by a filter."""
+        self._counts[reason] += 1
+
+    def example(self) -> None:
+        """Count a delivered example."""
+        self._counts["examples"] += 1
+
+    def take_unreported(self) -> int:
+        """Return the failures since the previous call (what the next example's ``num_skipped`` says)."""
+        value, self._unreported = self._unreported, 0
+        return value
+
+    def as_dict(self) -> dict[str, int]:
+        """Return ``examples``, each failure reason and each filter reason (zeros included)."""
+        counts = dict.fromkeys(("examples", *FAILURE_REASONS, *FILTER_REASONS), 0)
+        counts.update(self._counts)
+        return counts
+
+    @property
+    def total(self) -> int:
+        """Structures seen: delivered, filtered or lost."""
+        return sum(self._counts.values())
+
+    def reset(self) -> None:
+        """Zero every count."""
+        self._counts.clear()
+        self._unreported = 0
+
+    def __repr__(self) -> str:
+        return f"StreamCounts({ {k: v for k, v in self.as_dict().items() if v} })"
+
+
+PROCESS_COUNTS = StreamCounts()  # the counts of streams built without their own ``counts`` (see `skip_counts`)
 
 
 def skip_counts() -> dict[str, int]:
-    """Return this process's counts: ``examples`` yielded, each failure reason, each filter reason.
-
-    Counts live in the process that reads the stream: the main process without DataLoader workers, otherwise
-    each worker. To log totals with workers, load with ``report_skips=True`` and sum the ``num_skipped`` column
-    of each batch (add `accelerator.reduce(..., "sum")` across ranks).
-    """
-    counts = dict.fromkeys(("examples", *FAILURE_REASONS, *FILTER_REASONS), 0)
-    counts.update(_COUNTS)
-    return counts
+    """Return `PROCESS_COUNTS` as a dict: what streams built without ``counts=`` did in this process."""
+    return PROCESS_COUNTS.as_dict()
 
 
 def reset_skip_counts() -> None:
-    """Zero this process's `skip_counts`."""
-    global _PENDING_FAILURES
-    _COUNTS.clear()
-    _PENDING_FAILURES = 0
-
-
-def _record_failure(event: SkipEvent) -> None:
-    global _PENDING_FAILURES
-    _COUNTS[event.reason] += 1
-    _PENDING_FAILURES += 1
-    logger.warning("skipped %s (%s): %s", event.origin, event.reason, event.detail)
+    """Zero `PROCESS_COUNTS` (see `skip_counts`)."""
+    PROCESS_COUNTS.reset()
 
 
 def protein_to_example(protein: Any) -> dict[str, Any]:
@@ -99,16 +171,18 @@ def protein_to_example(protein: Any) -> dict[str, Any]:
 
 def parse_record(record: RawStructure, backend: str = "gemmi") -> dict[str, Any] | SkipEvent:
     """Return the example of one raw record, or the `SkipEvent` explaining why it cannot be used."""
-    from siamdiff_hf.protein.structure import InvalidStructureError, Protein
+    import gzip
+
+    from siamdiff_hf.protein import InvalidStructureError, parse_structure
 
     data = record.data
-    if record.gzipped or data[:2] == b"\x1f\x8b":
+    if record.gzipped or is_gzipped(data):
         try:
             data = gzip.decompress(data)
         except GZIP_ERRORS as error:
             return SkipEvent("corrupt_gzip", record.origin, str(error) or type(error).__name__)
     try:
-        protein = Protein.from_bytes(data, format=record.format, name=record.origin, backend=backend, id=record.id)
+        protein = parse_structure(data, format=record.format, name=record.origin, backend=backend, id=record.id)
     except InvalidStructureError as error:
         reason = "parse_error" if str(getattr(error, "reason", "")).startswith("cannot parse") else "invalid_structure"
         return SkipEvent(reason, record.origin, str(error))
@@ -121,49 +195,37 @@ def parse_record(record: RawStructure, backend: str = "gemmi") -> dict[str, Any]
 class StreamOptions:
     """Per-example settings shared by every shard of a `load_afdb` stream."""
 
-    min_length: int | None = None
-    max_length: int | None = None
-    min_plddt: float | None = None
+    filters: StreamFilters = field(default_factory=StreamFilters)
     backend: str = "gemmi"
     prefer: str = "cif"
     report_skips: bool = False
 
-    def reject_reason(self, example: dict[str, Any]) -> str | None:
-        """Return the filter reason that drops ``example``, or None to keep it."""
-        length = int(example["length"])
-        if (self.min_length is not None and length < self.min_length) or (
-            self.max_length is not None and length > self.max_length
-        ):
-            return "filtered_length"
-        if self.min_plddt is not None and (length == 0 or float(np.mean(example["plddt"])) < self.min_plddt):
-            return "filtered_plddt"
-        return None
 
-
-def generate_examples(shards: list[SourceUnit], options: StreamOptions) -> Iterator[dict[str, Any]]:
-    """Yield the examples of ``shards`` in order; failures are logged and counted, never raised.
+def generate_examples(
+    shards: list[SourceUnit], options: StreamOptions, counts: StreamCounts | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the examples of ``shards`` in order; failures are logged and counted in ``counts``, never raised.
 
     Deterministic for given shards, which is what makes datasets' ``state_dict`` resumption exact: a resumed
     shard is re-read from its start and the examples already delivered are dropped.
     """
-    global _PENDING_FAILURES
+    counts = PROCESS_COUNTS if counts is None else counts
     for unit in shards:
         for record in iter_unit(unit, options.prefer):
             if isinstance(record, SkipEvent):
-                _record_failure(record)
+                counts.failure(record)
                 continue
             example = parse_record(record, options.backend) if isinstance(record, RawStructure) else record
             if isinstance(example, SkipEvent):
-                _record_failure(example)
+                counts.failure(example)
                 continue
-            reason = options.reject_reason(example)
+            reason = options.filters.reject_reason(example)
             if reason is not None:
-                _COUNTS[reason] += 1
+                counts.filtered(reason)
                 continue
-            _COUNTS["examples"] += 1
+            counts.example()
             if options.report_skips:
-                example[SKIP_FIELD] = np.int32(_PENDING_FAILURES)
-                _PENDING_FAILURES = 0
+                example[SKIP_FIELD] = np.int32(counts.take_unreported())
             yield example
 
 
@@ -181,11 +243,13 @@ def load_afdb(
     min_length: int | None = None,
     max_length: int | None = None,
     min_plddt: float | None = None,
+    filters: StreamFilters | None = None,
     backend: str = "gemmi",
     prefer: str = "cif",
     files_per_shard: int = 1000,
     foldcomp_shard_size: int = 10_000,
     report_skips: bool = False,
+    counts: StreamCounts | None = None,
     num_proc: int | None = None,
     cache_dir: str | None = None,
 ) -> IterableDataset | Dataset:
@@ -198,12 +262,15 @@ def load_afdb(
         streaming: build an `IterableDataset` (no parsing up front); otherwise parse everything into Arrow.
         min_length, max_length: keep structures with ``min_length <= L <= max_length`` residues.
         min_plddt: keep structures whose mean pLDDT (CA B-factor) is at least this.
+        filters: the three bounds above as one `StreamFilters` (then leave them unset).
         backend: ``"gemmi"`` (fast) or ``"biopython"`` parser.
         prefer: format kept when an entry has both ``.cif`` and ``.pdb`` files (AFDB tars ship both).
         files_per_shard: loose files (directories, globs) per shard.
         foldcomp_shard_size: Foldcomp database entries per shard.
         report_skips: add an int32 ``num_skipped`` column: structures lost to failures in this worker since the
             previous example, so summing it over batches (and ranks) gives the total failure count.
+        counts: the `StreamCounts` the stream updates where it is read (default: `PROCESS_COUNTS`, which
+            `skip_counts` reports).
         num_proc, cache_dir: for ``streaming=False`` (parallel parsing; where the Arrow cache is written).
 
     One shard per source unit (tar, Parquet file, chunk of ``files_per_shard`` files, Foldcomp slice), so
@@ -214,21 +281,31 @@ def load_afdb(
     where no example may be lost. A resumed shard is re-read from its start.
 
     A member that cannot be used (corrupt gzip, truncated tar, unparsable or invalid structure) is skipped with
-    a warning naming it and counted (`skip_counts`); a source that cannot be opened raises `SourceError`.
+    a warning naming it and counted (``counts``); a source that cannot be opened, or a Parquet file of another
+    schema, raises `SourceError` naming it.
     """
-    if backend not in ("gemmi", "biopython"):
-        raise ValueError(f"backend must be 'gemmi' or 'biopython', got {backend!r}")
+    check_backend(backend)
+    filters = _filters(filters, min_length, max_length, min_plddt)
     units = resolve_sources(
         sources, prefer=prefer, files_per_shard=files_per_shard, foldcomp_shard_size=foldcomp_shard_size
     )
-    options = StreamOptions(min_length, max_length, min_plddt, backend, prefer, report_skips)
-    gen_kwargs = {"shards": units, "options": options}
+    options = StreamOptions(filters, backend, prefer, report_skips)
+    gen_kwargs = {"shards": units, "options": options, "counts": PROCESS_COUNTS if counts is None else counts}
     features = afdb_features(report_skips)
     if streaming:
         return IterableDataset.from_generator(generate_examples, features=features, gen_kwargs=gen_kwargs)
     return Dataset.from_generator(
         generate_examples, features=features, gen_kwargs=gen_kwargs, num_proc=num_proc, cache_dir=cache_dir
     )
+
+
+def _filters(filters: StreamFilters | None, min_length, max_length, min_plddt) -> StreamFilters:
+    """Return ``filters``, or the `StreamFilters` of the separate bounds (not both)."""
+    if filters is None:
+        return StreamFilters(min_length, max_length, min_plddt)
+    if (min_length, max_length, min_plddt) != (None, None, None):
+        raise ValueError("give either filters= or min_length/max_length/min_plddt, not both")
+    return filters
 
 
 # --------------------------------------------------------------------------------------------------------------

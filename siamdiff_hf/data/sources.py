@@ -9,12 +9,10 @@ records (bytes still to parse), ready example dicts (Parquet) or `SkipEvent`s (a
 from __future__ import annotations
 
 import glob as globlib
-import gzip
 import os
 import tarfile
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +20,16 @@ from typing import IO, Any
 
 import numpy as np
 
-# Suffixes of single-structure files, longest first so ".cif.gz" wins over ".gz".
-STRUCTURE_SUFFIXES: dict[str, str] = {
-    ".pdb.gz": "pdb", ".ent.gz": "pdb", ".cif.gz": "cif", ".mmcif.gz": "cif",
-    ".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif",
-}  # fmt: skip
+from siamdiff_hf.protein.formats import (  # noqa: F401 (STRUCTURE_SUFFIXES, maybe_gunzip: re-exported)
+    GZIP_ERRORS,
+    GZIP_MAGIC,
+    STRUCTURE_SUFFIXES,
+    entry_id,
+    is_gzipped,
+    maybe_gunzip,
+    structure_format,
+)
+
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PARQUET_SUFFIXES = (".parquet",)
 FOLDCOMP_SIDECARS = (".index", ".dbtype", ".lookup", ".source")
@@ -83,28 +86,6 @@ class SkipEvent:
 # --------------------------------------------------------------------------------------------------------------
 # naming
 # --------------------------------------------------------------------------------------------------------------
-def structure_format(name: str) -> str | None:
-    """Return ``"pdb"``/``"cif"`` for a structure file name (``.gz`` allowed), else None."""
-    lower = name.lower()
-    for suffix, fmt in STRUCTURE_SUFFIXES.items():
-        if lower.endswith(suffix):
-            return fmt
-    return None
-
-
-def entry_id(name: str) -> str:
-    """Return the entry id of a file name: the base name without structure/gzip suffixes.
-
-    ``AF-P12345-F1-model_v4.cif.gz`` -> ``AF-P12345-F1-model_v4``.
-    """
-    base = name.rstrip("/").rsplit("/", 1)[-1]
-    lower = base.lower()
-    for suffix in STRUCTURE_SUFFIXES:
-        if lower.endswith(suffix):
-            return base[: -len(suffix)]
-    return base
-
-
 def is_url(location: str) -> bool:
     """Return True for ``scheme://`` locations other than ``file://``."""
     return "://" in location and not location.startswith("file://")
@@ -269,14 +250,6 @@ def read_bytes(location: str) -> bytes:
         return stream.read()
 
 
-def maybe_gunzip(data: bytes) -> bytes:
-    """Return ``data`` decompressed when it starts with the gzip magic, else unchanged (raises on corruption)."""
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-
-
-GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # reading units
 # --------------------------------------------------------------------------------------------------------------
@@ -301,7 +274,7 @@ def _iter_files(unit: SourceUnit) -> Iterator[RawStructure | SkipEvent]:
         except SourceError as error:
             yield SkipEvent("unreadable", name, str(error))
             continue
-        yield RawStructure(entry_id(name), structure_format(name) or "pdb", data, name, gzipped=data[:2] == b"\x1f\x8b")
+        yield RawStructure(entry_id(name), structure_format(name) or "pdb", data, name, gzipped=is_gzipped(data))
 
 
 class _TailReader:
@@ -323,7 +296,7 @@ class _TailReader:
         """Drain the stream; True unless it is an uncompressed tar missing its end-of-archive blocks."""
         while self.read(1 << 16):
             pass
-        compressed = self.head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
+        compressed = self.head.startswith((GZIP_MAGIC, b"BZh", b"\xfd7zXZ"))  # gzip, bzip2, xz
         return compressed or self.tail == bytes(1024)
 
 
@@ -409,10 +382,16 @@ def _iter_foldcomp(unit: SourceUnit) -> Iterator[RawStructure | SkipEvent]:
             yield RawStructure(entry_id(name), "pdb", pdb_string.encode(), f"{origin} {name}")
 
 
-def iter_parquet(location: str, batch_size: int = 64) -> Iterator[dict[str, Any]]:
+PARQUET_COLUMNS: tuple[str, ...] = ("id", "residue_type", "atom_positions", "atom_mask", "plddt", "length")
+_PER_RESIDUE = {"residue_type": 1, "plddt": 1, "atom_positions": 37 * 3, "atom_mask": 37}  # values per residue
+
+
+def iter_parquet(location: str, batch_size: int = 64) -> Iterator[dict[str, Any] | SkipEvent]:
     """Yield example dicts (numpy arrays) from a Parquet shard written by ``prepare-afdb``.
 
-    Columns are flattened in bulk and split by ``length``, so no per-value Python objects are made.
+    Columns are flattened in bulk and split by each column's own list offsets, so no per-value Python objects are
+    made. A file without the `PARQUET_COLUMNS` (another schema) raises `SourceError` naming the file and the
+    missing columns; a row whose arrays disagree with its ``length`` is skipped as an ``invalid_row`` `SkipEvent`.
     """
     import pyarrow.parquet as pq
 
@@ -422,38 +401,66 @@ def iter_parquet(location: str, batch_size: int = 64) -> Iterator[dict[str, Any]
             parquet = pq.ParquetFile(stream)
         except Exception as error:  # pyarrow.ArrowInvalid for a non-Parquet file
             raise SourceError(f"cannot read Parquet file {location}: {error}") from error
-        for batch in parquet.iter_batches(batch_size=batch_size):
-            yield from _batch_to_examples(batch)
+        names = parquet.schema_arrow.names
+        missing = [name for name in PARQUET_COLUMNS if name not in names]
+        if missing:
+            raise SourceError(
+                f"{location}: not a prepare-afdb Parquet file: no column {', '.join(map(repr, missing))} "
+                f"(columns: {', '.join(names)})"
+            )
+        first_row = 0
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=list(PARQUET_COLUMNS)):
+            yield from _batch_to_examples(batch, location, first_row)
+            first_row += batch.num_rows
     finally:
         stream.close()
 
 
-def _flat_values(column: Any, depth: int) -> np.ndarray:
+def _storage(column: Any) -> Any:
     import pyarrow as pa
+
+    return column.storage if isinstance(column.type, pa.ExtensionType) else column
+
+
+def _flat_values(column: Any, depth: int) -> np.ndarray:
     import pyarrow.compute as pc
 
-    if isinstance(column.type, pa.ExtensionType):
-        column = column.storage
+    column = _storage(column)
     for _ in range(depth):
         column = pc.list_flatten(column)
     return column.to_numpy(zero_copy_only=False)
 
 
-def _batch_to_examples(batch: Any) -> Iterator[dict[str, Any]]:
-    names = batch.schema.names
-    lengths = batch.column(names.index("length")).to_numpy().astype(np.int64)
-    splits = np.cumsum(lengths)[:-1]
-    ids = batch.column(names.index("id")).to_pylist()
-    residue_type = np.split(_flat_values(batch.column(names.index("residue_type")), 1), splits)
-    plddt = np.split(_flat_values(batch.column(names.index("plddt")), 1), splits)
-    positions = np.split(_flat_values(batch.column(names.index("atom_positions")), 3).reshape(-1, 37, 3), splits)
-    mask = np.split(_flat_values(batch.column(names.index("atom_mask")), 2).reshape(-1, 37), splits)
+def _batch_to_examples(batch: Any, location: str, first_row: int) -> Iterator[dict[str, Any] | SkipEvent]:
+    import pyarrow.compute as pc
+
+    columns = {name: batch.column(batch.schema.get_field_index(name)) for name in PARQUET_COLUMNS}
+    try:
+        lengths = columns["length"].fill_null(-1).to_numpy().astype(np.int64)
+        counts, values = {}, {}
+        for name, depth in (("residue_type", 1), ("plddt", 1), ("atom_positions", 3), ("atom_mask", 2)):
+            counts[name] = pc.fill_null(pc.list_value_length(_storage(columns[name])), -1).to_numpy()
+            values[name] = _flat_values(columns[name], depth)
+    except Exception as error:  # pyarrow raises ArrowNotImplementedError/ArrowInvalid for columns of other types
+        raise SourceError(f"{location}: a column has another type than prepare-afdb writes ({error})") from error
+    for name, flat in values.items():
+        if flat.size != counts[name].clip(min=0).sum() * _PER_RESIDUE[name]:
+            raise SourceError(f"{location}: column {name!r} does not hold {_PER_RESIDUE[name]} values per residue")
+    split = {name: np.split(flat, np.cumsum(counts[name].clip(min=0) * _PER_RESIDUE[name])[:-1])
+             for name, flat in values.items()}  # fmt: skip
+    ids = columns["id"].to_pylist()
     for i, protein_id in enumerate(ids):
+        wrong = [name for name in counts if counts[name][i] != lengths[i]]
+        if wrong:
+            detail = ", ".join(f"{name} has {counts[name][i]}" for name in wrong)
+            yield SkipEvent("invalid_row", f"{location} row {first_row + i} ({protein_id})",
+                            f"column 'length' says {lengths[i]} residues but {detail}")  # fmt: skip
+            continue
         yield {
             "id": protein_id,
-            "residue_type": residue_type[i],
-            "atom_positions": positions[i],
-            "atom_mask": mask[i],
-            "plddt": plddt[i],
+            "residue_type": split["residue_type"][i],
+            "atom_positions": split["atom_positions"][i].reshape(-1, 37, 3),
+            "atom_mask": split["atom_mask"][i].reshape(-1, 37),
+            "plddt": split["plddt"][i],
             "length": np.int32(lengths[i]),
         }

@@ -28,12 +28,14 @@ from datasets.distributed import split_dataset_by_node
 from siamdiff_hf.data import (
     AFDB_FEATURES,
     SourceError,
+    StreamCounts,
+    StreamFilters,
     afdb_proteome_urls,
     load_afdb,
     reset_skip_counts,
     skip_counts,
 )
-from siamdiff_hf.protein.structure import parse_structure
+from siamdiff_hf.protein import parse_structure
 
 ARRAY_KEYS = ("residue_type", "atom_positions", "atom_mask", "plddt")
 
@@ -264,3 +266,54 @@ def test_afdb_proteome_urls_and_cli(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[1] for line in lines] == [
         "Arabidopsis thaliana", "Caenorhabditis elegans", "Zea mays", "Swiss-Prot"]  # fmt: skip
+
+
+def test_stream_counts_object_is_explicit_and_separate_from_the_process_counts(tars):
+    reset_skip_counts()
+    mine = StreamCounts()
+    ids = [e["id"] for e in load_afdb(tars, filters=StreamFilters(min_length=90), counts=mine)]
+    assert mine.as_dict()["examples"] == len(ids) and mine.as_dict()["filtered_length"] == 6 - len(ids)
+    assert mine.total == 6 and skip_counts()["examples"] == 0  # the process-wide counts were not touched
+    with pytest.raises(ValueError, match="either filters= or"):
+        load_afdb(tars, filters=StreamFilters(), min_length=3)
+    with pytest.raises(ValueError, match="max_length"):
+        load_afdb(tars, max_length=0)
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_parquet_of_another_schema_or_with_wrong_lengths(tars, tmp_path, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from siamdiff_hf.data import prepare_afdb
+
+    other = _write_parquet(tmp_path / "other.parquet", [{"name": "x", "sequence": "MKV"}])
+    with pytest.raises(SourceError, match=r"other\.parquet.*no column 'id', 'residue_type'.*columns: name, sequence"):
+        list(load_afdb(other))
+    summary = prepare_afdb(tars[:1], tmp_path / "good", progress=False)
+    table = pq.read_table(summary.shards[0])
+    lengths = table.column("length").to_pylist()
+    lengths[1] -= 1  # the second row's length disagrees with its arrays
+    column = pa.array(lengths, type=table.schema.field("length").type)
+    bad = table.set_column(table.schema.get_field_index("length"), "length", column)
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    reset_skip_counts()
+    with caplog.at_level(logging.WARNING, logger="siamdiff_hf.data.afdb"):
+        examples = list(load_afdb(tmp_path / "bad.parquet"))
+    entries = afdb_entries()
+    assert [e["id"] for e in examples] == [entries[0].id, entries[2].id]  # the others are not shifted
+    for example, entry in zip(examples, (entries[0], entries[2])):
+        assert_same(example, direct(entry))
+    assert skip_counts()["invalid_row"] == 1
+    assert f"bad.parquet row 1 ({entries[1].id})" in caplog.text and "column 'length' says" in caplog.text
+    wrong_type = _write_parquet(tmp_path / "types.parquet", [{"id": "a", "residue_type": 3, "atom_positions": 1,
+                                "atom_mask": 1, "plddt": 1.0, "length": 1}])  # fmt: skip
+    with pytest.raises(SourceError, match=r"types\.parquet.*another type"):
+        list(load_afdb(wrong_type))

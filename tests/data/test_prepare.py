@@ -1,14 +1,17 @@
-"""prepare-afdb: tars -> Parquet shards in 2 processes, loaded back by load_afdb and datasets' parquet builder."""
+"""prepare-afdb: tars -> Parquet shards in 2 processes, loaded back by load_afdb and datasets' parquet builder;
+per-input-shard names, resumption, errors and exit codes."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from _fixtures import afdb_entries, serve_directory, write_afdb_tar
+from _fixtures import afdb_entries, corrupt_gzip, serve_directory, write_afdb_tar
 from datasets import load_dataset
 
 from siamdiff_hf.cli import main
-from siamdiff_hf.data import AFDB_FEATURES, load_afdb, prepare_afdb
+from siamdiff_hf.data import AFDB_FEATURES, SourceError, StreamFilters, load_afdb, prepare_afdb
 
 ARRAY_KEYS = ("residue_type", "atom_positions", "atom_mask", "plddt")
 
@@ -37,8 +40,9 @@ def test_prepare_afdb_cli_two_processes_round_trip(tars, tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "kept 5, filtered 1 (filtered_length 1), failed 0" in summary
     shards = sorted(p.name for p in output.glob("*.parquet"))
-    assert shards == [f"train-{i:05d}-of-00003.parquet" for i in range(3)]  # 2 + 3 kept, parts of <= 2
-    assert not list(output.glob(".prepare-*"))
+    assert shards == ["train-p0-00000.parquet", "train-p1-00000.parquet", "train-p1-00001.parquet"]  # 2 + 3 kept
+    assert sorted(p.name for p in output.glob("*.done.json")) == ["p0.done.json", "p1.done.json"]
+    assert not list(output.glob("*.partial"))
 
     expected = list(load_afdb(tars, max_length=150))  # direct parsing of the same tars, same order
     assert len(expected) == 5
@@ -54,8 +58,8 @@ def test_prepare_afdb_cli_two_processes_round_trip(tars, tmp_path, capsys):
         urls = [f"{base_url}/{name}" for name in shards]
         for got, want in zip(load_afdb(urls), expected, strict=True):
             assert_same(got, want)
-    with pytest.raises(FileExistsError):
-        prepare_afdb(tars, output)
+    with pytest.raises(ValueError, match=r"p0\.done\.json.*other settings \(filters"):
+        prepare_afdb(tars, output, shard_size=2)  # the same folder without --max-length
 
 
 def test_prepare_afdb_in_process_matches_and_counts(tars, tmp_path):
@@ -64,3 +68,42 @@ def test_prepare_afdb_in_process_matches_and_counts(tars, tmp_path):
     assert summary.kept == sum(m >= 65 for m in means) and summary.filtered == sum(m < 65 for m in means)
     assert summary.failed == 0 and len(summary.shards) == 2
     assert [e["id"] for e in load_afdb(tmp_path / "out")] == [e["id"] for e in load_afdb(tars, min_plddt=65)]
+
+
+def test_resume_converts_only_unfinished_input_shards(tars, tmp_path):
+    output = tmp_path / "out"
+    first = prepare_afdb(tars[:1], output, progress=False)
+    assert first.units == 1 and first.resumed == 0
+    written = {p.name: p.stat().st_mtime_ns for p in output.glob("*.parquet")}
+    (output / "train-p1-00000.parquet.partial").write_bytes(b"half-written by a killed job")
+    second = prepare_afdb(tars, output, progress=False)  # p0 is done; p1 is converted (stale partial replaced)
+    assert second.units == 2 and second.resumed == 1
+    assert {p.name: p.stat().st_mtime_ns for p in output.glob("train-p0-*.parquet")} == written
+    assert not list(output.glob("*.partial"))
+    assert second.kept == len(afdb_entries()) and len(second.shards) == 2
+    assert [e["id"] for e in load_afdb(output)] == [e["id"] for e in load_afdb(tars)]
+    third = prepare_afdb(tars, output, filters=StreamFilters(), progress=False)  # nothing left to do
+    assert third.resumed == 2 and third.kept == second.kept and third.shards == second.shards
+    done = json.loads((output / "p1.done.json").read_text())
+    assert done["counts"]["examples"] == 3 and done["parts"] == ["train-p1-00000.parquet"]
+
+
+def test_cli_errors_and_exit_codes(tars, tmp_path, capsys):
+    missing = tmp_path / "nope.tar"
+    assert main(["prepare-afdb", str(missing), "-o", str(tmp_path / "a"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "nope.tar" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()  # nothing created for a missing input
+    with pytest.raises(SourceError):
+        prepare_afdb(missing, tmp_path / "b")
+    entries = afdb_entries()
+    broken = [type(e)(e.id, e.plddt, corrupt_gzip(e.pdb_gz), corrupt_gzip(e.cif_gz)) for e in entries[:2]]
+    bad_tar = write_afdb_tar(tmp_path / "bad.tar", broken)
+    assert main(["prepare-afdb", str(bad_tar), "-o", str(tmp_path / "c"), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "failed 2 (corrupt_gzip 2)" in captured.out and "every structure failed" in captured.err
+    assert main(["prepare-afdb", str(tars[0]), "-o", str(tmp_path / "d"), "--min-length", "500",
+                 "--max-length", "100"]) == 2  # fmt: skip
+    assert "min_length (500) is larger than max_length (100)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="min_plddt"):
+        StreamFilters(min_plddt=140)
