@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,6 +18,7 @@ from siamdiff_hf.protein.protein import InvalidStructureError, Protein
 if TYPE_CHECKING:
     from transformers import EsmTokenizer
 
+logger = logging.getLogger(__name__)
 MODEL_INPUT_NAMES: tuple[str, ...] = ("residue_type", "atom_positions", "atom_mask", "batch", "chain_index")
 ESM_INPUT_NAME: str = "esm_input_ids"
 
@@ -66,7 +68,9 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
         self.chain = chain
         self.include_esm_tokens = bool(include_esm_tokens)
 
-    def __call__(self, items: Any, return_tensors: str | None = "pt", generator: Any = None) -> BatchFeature:
+    def __call__(
+        self, items: Any, return_tensors: str | None = "pt", generator: Any = None, on_error: str = "raise"
+    ) -> BatchFeature:
         """Return the packed model inputs of one item or a list of items.
 
         Args:
@@ -76,21 +80,41 @@ class ProteinStructureProcessor(FeatureExtractionMixin):
             return_tensors: ``"pt"`` for torch tensors, ``"np"`` or None for numpy arrays.
             generator: for random crops: numpy/torch Generator, int seed (one RNG for the whole batch), or None for
                 torch's global RNG.
+            on_error: ``"raise"`` (default): the first invalid item raises. ``"skip"``: invalid items are left
+                out with a warning; the output's ``skipped`` attribute lists ``(item position, error)`` and
+                ``kept`` the positions packed, so that protein ``b`` of the batch is item ``kept[b]``.
 
         Raises:
-            InvalidStructureError: an item cannot be parsed or is invalid; the message names the item.
+            InvalidStructureError: an item cannot be parsed or is invalid (with ``"skip"``: every item is); the
+                message names the item.
         """
         if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if not isinstance(items, (list, tuple)):
             items = [items]
         if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
             generator = np.random.default_rng(int(generator))  # one stream, so proteins get different starts
-        proteins = [self._crop(self.to_protein(item, index), generator) for index, item in enumerate(items)]
+        proteins, kept, skipped = [], [], []
+        for index, item in enumerate(items):
+            try:
+                proteins.append(self._crop(self.to_protein(item, index), generator))
+            except InvalidStructureError as error:
+                if on_error == "raise":
+                    raise
+                logger.warning("skipped %s", error)
+                skipped.append((index, error))
+                continue
+            kept.append(index)
+        if not proteins and skipped:
+            raise InvalidStructureError("<batch>", f"all {len(skipped)} items are invalid; first: {skipped[0][1]}")
         arrays = pack(proteins)
         if self.include_esm_tokens:
             arrays[ESM_INPUT_NAME] = esm_token_ids(arrays["residue_type"])
-        return BatchFeature(arrays, tensor_type="pt" if return_tensors == "pt" else None)
+        batch = BatchFeature(arrays, tensor_type="pt" if return_tensors == "pt" else None)
+        batch.kept, batch.skipped = kept, skipped  # attributes, not keys: the keys stay the model's inputs
+        return batch
 
     def collate(self, examples: list[Any]) -> BatchFeature:
         """Return the packed torch inputs of a list of examples: a ``collate_fn`` for a DataLoader."""

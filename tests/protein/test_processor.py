@@ -186,3 +186,24 @@ def test_invalid_items_raise_naming_the_item(tmp_path, proteins):
         processor(proteins[0], return_tensors="tf")
     with pytest.raises(ValueError):
         ProteinStructureProcessor(backend="nope")
+
+
+def test_on_error_skip_reports_the_skipped_items(tmp_path, structure_paths, caplog):
+    bad = tmp_path / "broken.pdb"
+    bad.write_text("HEADER    no atoms\nEND\n")
+    items = [structure_paths[0], bad, b"not a structure", structure_paths[1]]
+    processor = ProteinStructureProcessor()
+    with pytest.raises(InvalidStructureError, match=r"broken\.pdb"):
+        processor(items)  # strict by default
+    out = processor(items, on_error="skip")
+    assert out.kept == [0, 3] and [index for index, _ in out.skipped] == [1, 2]
+    assert "broken.pdb" in str(out.skipped[0][1]) and "<item 2: bytes>" in str(out.skipped[1][1])
+    assert "broken.pdb" in caplog.text
+    expected = processor([structure_paths[0], structure_paths[1]])
+    for key in MODEL_INPUT_NAMES:
+        torch.testing.assert_close(out[key], expected[key], rtol=0, atol=0)
+    assert set(out.keys()) == set(MODEL_INPUT_NAMES)
+    with pytest.raises(InvalidStructureError, match="all 2 items are invalid"):
+        processor([bad, bad], on_error="skip")
+    with pytest.raises(ValueError, match="on_error"):
+        processor(items, on_error="ignore")
