@@ -146,6 +146,21 @@ def test_pair_rows_pack_both_sides_and_their_selections(proteins):
     assert out.logits.shape == (3, 1) and torch.isfinite(out.loss)
 
 
+def test_pair_sides_of_different_proteins_get_their_own_windows(proteins):
+    """PIP-like pairs: two different proteins, one selected residue each; each window holds its own selection."""
+    collator = ProteinDataCollator(ProteinStructureProcessor(crop_length=16, random_crop=True), generator=2)
+    a, b = proteins[0], proteins[4]
+    row = {**structure_row(a, "_1"), **structure_row(b, "_2"), "selection_1": [70], "selection_2": [3], "labels": 1.0}
+    for _ in range(10):
+        batch = collator([row])
+        for side, protein, target in (("_1", a, 70), ("_2", b, 3)):
+            (where,) = batch["selection" + side].tolist()
+            start = target - where
+            assert 0 <= where < 16
+            assert torch.equal(batch["atom_positions" + side],
+                               torch.as_tensor(protein.atom_positions[start : start + 16]))  # fmt: skip
+
+
 def test_bad_rows_give_one_line_errors(proteins):
     collator = ProteinDataCollator()
     rows = pair_rows(proteins[:2], [[4], [7]], [1, 0])
@@ -214,6 +229,24 @@ def test_trainer_residue_task_evaluates_packed_residue_logits(proteins, tmp_path
     after = trainer.evaluate()
     assert after["eval_loss"] < before["eval_loss"]
     assert after["eval_accuracy"] in [k / 6 for k in range(7)]  # scored on the 6 targets only, -100 masked
+
+
+@pytest.mark.slow
+def test_trainer_pair_task_trains_and_reports_auroc(proteins, tmp_path):
+    rows = pair_rows(proteins, [[4], [7, 8], [30], [12], [50], [21]], [1, 0, 1, 0, 1, 0])
+    dataset = Dataset.from_list(rows)
+    torch.manual_seed(0)
+    config = GearNetConfig(hidden_dims=[16], num_labels=1, problem_type="multi_label_classification")
+    trainer = Trainer(
+        model=GearNetForPairClassification(config), args=training_arguments(tmp_path, max_steps=6),
+        train_dataset=dataset, eval_dataset=dataset, data_collator=ProteinDataCollator(),
+        compute_metrics=compute_metrics_for_task("msp"),
+    )  # fmt: skip
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_loss"] < before["eval_loss"]
+    assert 0 <= after["eval_auroc"] <= 1 and 0 <= after["eval_auprc"] <= 1
 
 
 def test_trainer_default_remove_unused_columns_is_named_in_the_error(proteins, tmp_path):
