@@ -709,6 +709,7 @@ def _cached_or_built(folder: Path, features: Features, keys, spec, num_proc, rep
                 shutil.rmtree(folder)  # an interrupted conversion
             report_dir = folder / "worker_reports"
             report_dir.mkdir(parents=True)
+            built = None
             try:
                 built = Dataset.from_generator(
                     _generate_rows, features=features, cache_dir=str(folder / "arrow"), num_proc=num_proc,
@@ -717,14 +718,19 @@ def _cached_or_built(folder: Path, features: Features, keys, spec, num_proc, rep
                 )  # fmt: skip
             except DatasetGenerationError as err:  # datasets wraps the converter's exception: raise that one
                 raise (err.__cause__ or err) from None
+            except ValueError:  # datasets refuses a split without rows; every item may have been skipped
+                if any(json.loads(p.read_text()).get("rows") for p in report_dir.glob("*.json")):
+                    raise
             counts: Counter[str] = Counter()
             for part in report_dir.glob("*.json"):
                 counts.update(json.loads(part.read_text()))
             shutil.rmtree(report_dir)
-            files = [os.path.relpath(f["filename"], folder) for f in built.cache_files]
+            files = [] if built is None else [os.path.relpath(f["filename"], folder) for f in built.cache_files]
             done.write_text(json.dumps({"files": files, "counts": dict(counts)}))
         saved = json.loads(done.read_text())
     parts = [Dataset.from_file(str(folder / f)) for f in saved["files"]]
+    if not parts:
+        return Dataset.from_dict({name: [] for name in features}, features=features), saved["counts"]
     dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
     return dataset, saved["counts"]
 

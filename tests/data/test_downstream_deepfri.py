@@ -49,9 +49,8 @@ def test_ec_rows_labels_coordinates_and_missing_structure(ec_root, tmp_path):
 def test_ec_test_cutoff_filtering(ec_root, tmp_path, cutoff, expected):
     split = read_split(ec_root, "ec", "test", test_cutoff=cutoff)
     assert split.chains == expected and split.counts["removed_by_cutoff"] == 2 - len(expected)
-    if expected:
-        ds = load_downstream("ec", ec_root, "test", cache_dir=tmp_path / "c", test_cutoff=cutoff)
-        assert ds["id"] == expected
+    ds = load_downstream("ec", ec_root, "test", cache_dir=tmp_path / "c", test_cutoff=cutoff)
+    assert list(ds["id"]) == expected and ds.features["labels"].length == len(EC_TERMS)  # 0.5: an empty split
     with pytest.raises(ValueError, match="test_cutoff must be one of"):
         read_split(ec_root, "ec", "test", test_cutoff=0.9)
 
