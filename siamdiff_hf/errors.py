@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not hold a state dict the converter can map (every converter)."""
@@ -30,9 +28,9 @@ def error_message(error: BaseException) -> str:
     reason, so they are shown alone; anything else (a bug, or a library error without context) gets its type.
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    message = re.sub(r"^\[Errno \d+\] ", "", lines[0]) if lines else type(error).__name__
-    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in message:
-        message = f"{error.filename}: {message}"
+    message = lines[0] if lines else type(error).__name__
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        message = f"{error.filename}: {error.strerror}"  # "[Errno 2] ...: 'x'" -> "x: No such file or directory"
     ours = type(error).__module__.startswith("siamdiff_hf") and isinstance(error, (ValueError, OSError))
     if ours or isinstance(error, _USER_FACING):
         return message
