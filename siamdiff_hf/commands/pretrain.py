@@ -17,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="YAML run config (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
+    parser.add_argument("-o", "--output", metavar="DIR", help="run folder (the same as output_dir=DIR)")
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUTPUT_DIR/encoder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--dry-run", action="store_true", help="validate the config, print it and exit")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, overrides_anywhere=True)  # cli.main collects key=value from anywhere on the line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.config import ConfigError, load_config
 
     overrides = list(args.overrides)
-    if args.resume is not None and "=" in args.resume:  # `--resume key=value`: the override was swallowed
-        overrides.append(args.resume)
-        args.resume = "latest"
+    if args.output:
+        overrides.append(f"output_dir={args.output}")
     try:
         config = load_config(args.config, overrides)
     except ConfigError as error:
