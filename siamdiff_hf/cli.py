@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -36,8 +35,6 @@ COMMAND_MODULES = (
     "afdb_urls",
     "push",
 )
-# Listed before its module exists; until `siamdiff_hf/commands/finetune.py` is written it is left out.
-_NOT_YET_WRITTEN = {"finetune"}
 
 EXAMPLES = """\
 examples:
@@ -82,12 +79,6 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def _command_module(name: str):
-    if name in _NOT_YET_WRITTEN and importlib.util.find_spec(f"siamdiff_hf.commands.{name}") is None:
-        return None
-    return importlib.import_module(f"siamdiff_hf.commands.{name}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command (building it imports no heavy library)."""
     return _build()[0]
@@ -104,9 +95,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the package version and exit")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module = _command_module(name)
-        if module is not None:
-            module.add_parser(subparsers)
+        importlib.import_module(f"siamdiff_hf.commands.{name}").add_parser(subparsers)
     for command in subparsers.choices.values():  # `--debug` after the command too (SUPPRESS: no default set)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser, subparsers.choices
