@@ -113,7 +113,7 @@ def read_split(
     structures are looked up in ``structure_dir``, else ``<root>/<split>/``, else ``<root>/structures/``, else
     ``root`` itself. The cutoff filter applies to the test split (only test chains appear in ``*_test.csv``).
     """
-    root = Path(root)
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
     if split not in SPLITS:
@@ -126,7 +126,7 @@ def read_split(
     result = DeepFRISplit(terms=terms, source_files=[str(annot)])
 
     if structure_dir is not None:
-        folder = Path(structure_dir)
+        folder = Path(structure_dir).expanduser()
     else:
         candidates = [root / split, root / "structures", root]
         folder = next(c for c in candidates if c.is_dir() and (c == root or any(c.iterdir())))

@@ -51,7 +51,7 @@ from datasets import Array2D, Array3D, Dataset, Features, List, Value, concatena
 from datasets.exceptions import DatasetGenerationError
 
 from siamdiff_hf.data.atom3d import Atom3DLMDB, AtomFrame, CorruptItemError, protein_from_atoms
-from siamdiff_hf.data.deepfri import read_split
+from siamdiff_hf.data.deepfri import SPLITS, read_split
 from siamdiff_hf.protein import InvalidStructureError, Protein, parse_structure
 from siamdiff_hf.protein import constants as C
 
@@ -81,6 +81,8 @@ class DownstreamTask:
         metrics: every metric the official configs evaluate.
         greater_is_better: for ``metric``.
         source: the released files.
+        official_sizes: (train, valid, test) rows the official loader reports at its defaults, where stated
+            (TorchDrug 0.2.1 `EnzymeCommission` / `GeneOntology` docstrings, test cutoff 0.95).
     """
 
     name: str
@@ -91,8 +93,10 @@ class DownstreamTask:
     metrics: tuple[str, ...]
     greater_is_better: bool
     source: str
+    official_sizes: tuple[int, int, int] | None = None
 
 
+_GO_SIZES = (27_496, 3_053, 2_991)
 _GO = "DeepFRI nrPDB-GO_2019.06.18 (TorchDrug GeneOntology, Zenodo 6622158 GeneOntology.zip)"
 TASKS: dict[str, DownstreamTask] = {
     # EC/GO: TorchDrug `tasks.MultipleBinaryClassification`, metrics ("auprc@micro", "f1_max"), selection f1_max
@@ -106,15 +110,40 @@ TASKS: dict[str, DownstreamTask] = {
         ("f1_max", "auprc_micro"),
         True,
         "DeepFRI nrPDB-EC_2020.04 (TorchDrug EnzymeCommission, Zenodo 6622158 EnzymeCommission.zip)",
+        (15_011, 1_664, 1_840),
     ),
     "go-bp": DownstreamTask(
-        "go-bp", "protein", "multi_label_classification", 1943, "f1_max", ("f1_max", "auprc_micro"), True, _GO
+        "go-bp",
+        "protein",
+        "multi_label_classification",
+        1943,
+        "f1_max",
+        ("f1_max", "auprc_micro"),
+        True,
+        _GO,
+        _GO_SIZES,
     ),
     "go-mf": DownstreamTask(
-        "go-mf", "protein", "multi_label_classification", 489, "f1_max", ("f1_max", "auprc_micro"), True, _GO
+        "go-mf",
+        "protein",
+        "multi_label_classification",
+        489,
+        "f1_max",
+        ("f1_max", "auprc_micro"),
+        True,
+        _GO,
+        _GO_SIZES,
     ),
     "go-cc": DownstreamTask(
-        "go-cc", "protein", "multi_label_classification", 320, "f1_max", ("f1_max", "auprc_micro"), True, _GO
+        "go-cc",
+        "protein",
+        "multi_label_classification",
+        320,
+        "f1_max",
+        ("f1_max", "auprc_micro"),
+        True,
+        _GO,
+        _GO_SIZES,
     ),
     # PSR: TorchDrug PropertyPrediction metrics ("mae", "rmse", "spearmanr"), selection spearmanr (global); the
     # per-target mean Spearman (ATOM3D `examples/psr`) needs the `target` column.
@@ -674,6 +703,8 @@ def load_downstream(
         spec.update(kind="files", files=deepfri.files, positives=deepfri.positives, num_labels=len(deepfri.terms))
         sources = deepfri.source_files
         report.update(deepfri.counts, label_names=deepfri.terms)
+        if info.official_sizes and options["test_cutoff"] == 0.95 and options["max_items"] is None:
+            report["official_rows"] = info.official_sizes[("train", "valid", "test").index(SPLITS[split])]
         features = downstream_features(task, len(deepfri.terms))
     else:
         path = find_atom3d_lmdb(root, split)
@@ -737,10 +768,13 @@ def _cached_or_built(folder: Path, features: Features, keys, spec, num_proc, rep
 
 def _announce(report: dict[str, Any]) -> None:
     """Log the counts of a load; warn once (`DownstreamDataWarning`) when anything was skipped."""
-    quiet = {"task", "split", "label_names", "rows", "items", "listed", "removed_by_cutoff", "residues_without_ca"}
+    quiet = {"task", "split", "label_names", "rows", "items", "listed", "removed_by_cutoff", "residues_without_ca",
+             "official_rows"}  # fmt: skip
     skipped = {k: v for k, v in report.items() if k not in quiet and isinstance(v, int) and v}
     where = f"{report['task']}/{report['split']}"
-    logger.info("%s: %d rows from %d items; %s", where, report.get("rows", 0), report.get("items", 0), skipped or "")
+    official = f" (the official loader: {report['official_rows']})" if "official_rows" in report else ""
+    logger.info("%s: %d rows%s from %d items; %s", where, report.get("rows", 0), official, report.get("items", 0),
+                skipped or "")  # fmt: skip
     if skipped:
         detail = ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items()))
         warnings.warn(f"{where}: {report.get('rows', 0)} rows; skipped {detail}", DownstreamDataWarning, stacklevel=3)

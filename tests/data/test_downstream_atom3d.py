@@ -351,3 +351,29 @@ def test_real_atom3d_lmdb_when_present():
         amino = np.isin(atoms["resname"], C.RESIDUE_NAMES) & (atoms["name"] == "CA") & (atoms["model"] == 1)
         keys = set(zip(atoms["chain"][amino], atoms["residue"][amino], atoms["insertion_code"][amino]))
         assert protein.length == len(keys) and json.dumps(protein.chains)
+
+
+# --- rows -> the heads' batch -------------------------------------------------------------------------------------
+
+
+def test_rows_collate_into_head_inputs(tmp_path):
+    from siamdiff_hf.protein.collator import ProteinDataCollator
+
+    rows = [r for r in atom_rows(DATA / "2xcjA.pdb.gz") if r[col("element")] != "H"]
+    reference = parse_structure(DATA / "2xcjA.pdb.gz")
+    targets = [("A", int(reference.residue_number[i]), C.RESIDUE_NAMES[reference.residue_type[i]]) for i in (3, 9)]
+    write_atom3d_lmdb(tmp_path / "res" / "train", [_res_item(rows, targets)])
+    item, _ = _pip_item()
+    write_atom3d_lmdb(tmp_path / "pip" / "train", [item])
+    res, _ = _load("res", tmp_path / "res", tmp_path)
+    pip, _ = _load("pip", tmp_path / "pip", tmp_path, num_positives=2)
+    collator = ProteinDataCollator()
+    batch = collator([res.with_format("numpy")[i] for i in range(len(res))])
+    lengths = res["length"]
+    assert batch["residue_type"].shape == (sum(lengths),) and batch["labels"].shape == (sum(lengths),)
+    assert int((batch["labels"] != -100).sum()) == 2 and batch["hidden_residue_types"].sum() == 2
+    pairs = collator([pip.with_format("numpy")[i] for i in range(len(pip))])
+    assert pairs["labels"].shape == (len(pip),) and pairs["selection_1"].shape == (len(pip),)
+    assert pairs["selection_batch_2"].tolist() == list(range(len(pip)))
+    first = pip.with_format("numpy")[0]
+    assert pairs["residue_type_1"][pairs["selection_1"][0]] == first["residue_type_1"][first["selection_1"][0]]
