@@ -130,8 +130,9 @@ class ProteinDataCollator:
         if not suffix and row.get("labels") is not None and self._is_residue_label(row["labels"], length):
             fields["labels"] = np.asarray(row["labels"])
         for key, value in fields.items():
-            if value.shape[0] != length:
-                raise ValueError(f"{name}: {key} has {value.shape[0]} entries for {length} residues")
+            if value.ndim == 0 or value.shape[0] != length:
+                count = value.shape[0] if value.ndim else "no per-residue"
+                raise ValueError(f"{name}: {key} has {count} entries for {length} residues")
         return fields
 
     def _is_residue_label(self, value: Any, length: int) -> bool:

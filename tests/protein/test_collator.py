@@ -180,6 +180,11 @@ def test_bad_rows_give_one_line_errors(proteins):
     bad["hidden_residue_types"] = bad["hidden_residue_types"][:-1]
     with pytest.raises(ValueError, match="hidden_residue_types has"):
         collator([bad])
+    scalar = {**ec_rows(proteins[:1])[0], "labels": 3}
+    with pytest.raises(ValueError, match="labels has no per-residue entries"):
+        ProteinDataCollator(label_level="residue")([scalar])
+    with pytest.raises(ValueError, match="label_level"):
+        ProteinDataCollator(label_level="atom")
     with pytest.raises(ValueError, match="processor: chain selection"):
         ProteinDataCollator(ProteinStructureProcessor(chain="A"))
 
