@@ -1,6 +1,6 @@
 """Graph construction on packed batches: nodes, neighbour search, relational graphs, line graphs, aggregation."""
 
-from .aggregation import relational_adjacency, relational_aggregate, relational_linear
+from .aggregation import RelationalAdjacency, relational_adjacency, relational_aggregate, relational_linear
 from .builder import SEQUENTIAL_RELATIONS, atom_graph, gearnet_edge_features, residue_graph
 from .line_graphs import line_graph
 from .neighbors import knn_graph, radius_graph
@@ -13,6 +13,7 @@ __all__ = [
     "Nodes",
     "PackedResidues",
     "ProteinGraph",
+    "RelationalAdjacency",
     "atom_graph",
     "atom_nodes",
     "edge_residue_type",

@@ -45,3 +45,14 @@ def read_ca(path: str | Path) -> tuple[torch.Tensor, list[str]]:
     positions, residue, names, residue_names = read_atoms(path)
     ca = torch.tensor([n == "CA" for n in names])
     return positions[ca], [residue_names[i] for i in residue[ca].tolist()]
+
+
+def small_residue_graph() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Return CA positions, edge_index, edge_type and num_relation of the residue graph of 2xcjA's first 40 residues."""
+    from siamdiff_hf.graph import residue_graph
+
+    positions, _ = read_ca(DATA / "2xcjA.pdb.gz")
+    positions = positions[:40]
+    zeros = torch.zeros(len(positions), dtype=torch.long)
+    edge_index, edge_type, num_relation = residue_graph(positions, zeros, zeros)
+    return positions, edge_index, edge_type, num_relation

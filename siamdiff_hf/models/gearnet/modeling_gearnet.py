@@ -12,6 +12,7 @@ from transformers.activations import ACT2FN
 
 from ...graph import (
     ProteinGraph,
+    RelationalAdjacency,
     atom_graph,
     gearnet_edge_features,
     line_graph,
@@ -45,14 +46,14 @@ class RelationalGraphConv(nn.Module):
         self.linear = nn.Linear(num_relation * in_dim, out_dim)
         self.activation = ACT2FN[activation] if activation else None
 
-    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, adjacency: RelationalAdjacency) -> torch.Tensor:
         """Map (n, in_dim) node features over a (n*R, n) relational adjacency to (n, out_dim)."""
         hidden = self.relational_linear(adjacency, x) + self.self_loop(x)
         if self.batch_norm is not None:
             hidden = self.batch_norm(hidden)
         return self.activation(hidden) if self.activation is not None else hidden
 
-    def relational_linear(self, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def relational_linear(self, adjacency: RelationalAdjacency, x: torch.Tensor) -> torch.Tensor:
         """Return ``linear(M)`` for the relational sums M of `x` (with `recompute`, M is not kept for backward)."""
         if self.recompute:
             return relational_linear(adjacency, x, self.linear.weight, self.linear.bias, self.num_relation)

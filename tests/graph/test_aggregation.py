@@ -1,50 +1,17 @@
-"""Line graph (pairs and angle bins) and sparse relational aggregation against brute-force references."""
+"""Sparse relational aggregation (sums, gradients, autocast, recomputation, cached transpose) against dense loops."""
 
 from __future__ import annotations
 
-import math
-
-import pytest
 import torch
-from _brute import line_graph_pairs
-from _pdb import DATA, read_ca
+from _pdb import small_residue_graph
 
-from siamdiff_hf.graph import line_graph, relational_adjacency, relational_aggregate, residue_graph
-
-
-def _small_residue_graph() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    positions, _ = read_ca(DATA / "2xcjA.pdb.gz")
-    positions = positions[:40]
-    zeros = torch.zeros(len(positions), dtype=torch.long)
-    edge_index, edge_type, num_relation = residue_graph(positions, zeros, zeros)
-    return positions, edge_index, edge_type, num_relation
-
-
-def test_line_graph_matches_brute_force_on_a_real_graph():
-    positions, edge_index, _, _ = _small_residue_graph()
-    lg_index, lg_type = line_graph(edge_index, len(positions), positions, num_angle_bin=8)
-    got = sorted(zip(*lg_index.tolist(), lg_type.tolist()))
-    expected = sorted(line_graph_pairs([tuple(e) for e in edge_index.t().tolist()], positions, 8))
-    assert got == expected
-    indegree = torch.bincount(edge_index[1], minlength=len(positions))
-    outdegree = torch.bincount(edge_index[0], minlength=len(positions))
-    assert lg_index.shape[1] == int((indegree * outdegree).sum())
-    assert set(lg_type.tolist()) == set(range(8))
-    key = lg_index[1] * edge_index.shape[1] + lg_index[0]
-    assert (key[1:] > key[:-1]).all()  # sorted by target edge, then source edge
-
-
-def test_line_graph_angles_on_a_hand_made_graph():
-    positions = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
-    # 0->1, 1->2 (right angle), 1->3 (straight on), 1->0 (backtracking), 1->1 (self loop)
-    edge_index = torch.tensor([[0, 1, 1, 1, 1], [1, 2, 3, 0, 1]])
-    lg_index, lg_type = line_graph(edge_index, 4, positions, num_angle_bin=8)
-    bins = {tuple(pair): b for pair, b in zip(lg_index.t().tolist(), lg_type.tolist())}
-    # The angle at b between (c - b) and (a - b): backtracking = 0, straight on = pi (clamped to bin 7).
-    assert bins[(0, 1)] == 4 and bins[(0, 2)] == 7 and bins[(0, 3)] == 0
-    assert bins[(0, 4)] == 0 and bins[(4, 4)] == 0 and bins[(4, 1)] == 0  # zero vectors give bin 0
-    # At node 1: indeg 2 (0->1, 1->1) x outdeg 4; at node 0: 1->0 then 0->1 (backtracking, bin 0).
-    assert len(bins) == 2 * 4 + 1 and bins[(3, 0)] == 0
+from siamdiff_hf.graph import (
+    RelationalAdjacency,
+    line_graph,
+    relational_adjacency,
+    relational_aggregate,
+    relational_linear,
+)
 
 
 def _dense_reference(edge_index, edge_type, num_nodes, num_relation, x):
@@ -56,7 +23,7 @@ def _dense_reference(edge_index, edge_type, num_nodes, num_relation, x):
 
 
 def test_relational_aggregate_matches_a_dense_loop_with_gradient():
-    positions, edge_index, edge_type, num_relation = _small_residue_graph()
+    positions, edge_index, edge_type, num_relation = small_residue_graph()
     edge_index = torch.cat([edge_index, edge_index[:, :5]], dim=1)  # duplicated edges are summed
     edge_type = torch.cat([edge_type, edge_type[:5]])
     n, channels = len(positions), 3
@@ -83,7 +50,7 @@ def test_relational_aggregate_matches_a_dense_loop_with_gradient():
 
 
 def test_relational_aggregate_edges_to_nodes_and_line_graph():
-    positions, edge_index, edge_type, num_relation = _small_residue_graph()
+    positions, edge_index, edge_type, num_relation = small_residue_graph()
     num_edges = edge_index.shape[1]
     # Edge -> node aggregation: sources are edges of G, targets their head nodes.
     edge_to_node = torch.stack([torch.arange(num_edges), edge_index[1]])
@@ -102,7 +69,7 @@ def test_relational_aggregate_edges_to_nodes_and_line_graph():
 
 
 def test_relational_aggregate_under_autocast_returns_input_dtype():
-    positions, edge_index, edge_type, num_relation = _small_residue_graph()
+    positions, edge_index, edge_type, num_relation = small_residue_graph()
     adjacency = relational_adjacency(edge_index, edge_type, len(positions), num_relation)
     x = torch.randn(len(positions), 16)
     reference = relational_aggregate(adjacency, x, num_relation)
@@ -115,22 +82,7 @@ def test_relational_aggregate_under_autocast_returns_input_dtype():
     assert leaf.grad.dtype == torch.bfloat16 and torch.isfinite(leaf.grad).all()
 
 
-@pytest.mark.parametrize("num_angle_bin", [4, 8])
-def test_angle_bins_cover_zero_to_pi(num_angle_bin):
-    angles = torch.linspace(0, math.pi, 50)
-    points = torch.stack([angles.cos(), angles.sin(), torch.zeros(50)], -1)
-    positions = torch.cat([torch.zeros(1, 3), points, torch.tensor([[2.0, 0.0, 0.0]])])
-    # 51 -> 0 then 0 -> k: the angle at node 0 between (k - 0) and (51 - 0) is angles[k - 1].
-    edge_index = torch.tensor([[51] + [0] * 50, [0, *range(1, 51)]])
-    lg_index, lg_type = line_graph(edge_index, 52, positions, num_angle_bin=num_angle_bin)
-    expected = (angles / math.pi * num_angle_bin).floor().long().clamp(max=num_angle_bin - 1)
-    assert torch.equal(lg_index[0], torch.zeros(50, dtype=torch.long))
-    assert torch.equal(lg_type, expected)
-
-
 def test_relational_linear_matches_aggregate_then_linear_with_gradients():
-    from siamdiff_hf.graph import relational_adjacency, relational_aggregate, relational_linear
-
     generator = torch.Generator().manual_seed(0)
     num_nodes, num_relation, width = 30, 4, 6
     edge_index = torch.randint(0, num_nodes, (2, 200), generator=generator)
@@ -151,3 +103,21 @@ def test_relational_linear_matches_aggregate_then_linear_with_gradients():
         low = relational_linear(adjacency, x.float(), weight.float(), bias.float(), num_relation)
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.double(), reference, rtol=3e-2, atol=3e-2)
+
+
+def test_adjacency_transpose_is_built_once_and_is_the_transpose():
+    positions, edge_index, edge_type, num_relation = small_residue_graph()
+    adjacency = relational_adjacency(edge_index, edge_type, len(positions), num_relation)
+    assert isinstance(adjacency, RelationalAdjacency) and adjacency.num_relation == num_relation
+    transpose = adjacency.transpose()
+    assert transpose is adjacency.transpose()  # kept for every later backward over this adjacency
+    assert torch.equal(transpose.to_dense(), adjacency.matrix.to_dense().t())
+    x = torch.randn(len(positions), 2, requires_grad=True)
+    relational_aggregate(adjacency, x).sum().backward()
+    assert adjacency.transpose() is transpose
+    try:
+        relational_aggregate(adjacency, x, num_relation + 1)
+    except ValueError as error:
+        assert "num_relation" in str(error)
+    else:
+        raise AssertionError("a wrong num_relation must raise")
