@@ -258,11 +258,14 @@ def training_arguments(config: FinetuneConfig, seed: int, output_dir: str, num_p
     args.setdefault("per_device_eval_batch_size", args["per_device_train_batch_size"])
     if config.data.global_batch_size is not None:
         processes = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
-        per_step = args["per_device_train_batch_size"] * processes
-        if config.data.global_batch_size % per_step:
-            raise ConfigError("data.global_batch_size", f"{config.data.global_batch_size} is not a multiple of "
-                              f"per_device_train_batch_size x processes = {per_step}")  # fmt: skip
-        args["gradient_accumulation_steps"] = config.data.global_batch_size // per_step
+        total, per_step = config.data.global_batch_size, args["per_device_train_batch_size"] * processes
+        if total % per_step and total % processes == 0 and total // processes < args["per_device_train_batch_size"]:
+            args["per_device_train_batch_size"] = per_step = total // processes  # more devices than the paper's
+            per_step *= processes
+        if total % per_step:
+            raise ConfigError("data.global_batch_size", f"{total} is not a multiple of per_device_train_batch_size "
+                              f"x processes = {per_step}")  # fmt: skip
+        args["gradient_accumulation_steps"] = total // per_step
     precision = resolve_mixed_precision(config.mixed_precision, cpu=uses_cpu(bool(args.get("use_cpu"))))
     return TrainingArguments(
         output_dir=output_dir, seed=seed, metric_for_best_model=f"valid_{task.metric}",
@@ -277,7 +280,14 @@ def compute_metrics_for(task: Any, dataset: Any) -> Any:
 
     name = "res" if task.name == "residue-identity" else task.name
     groups = dataset["target"] if name == "psr" and "target" in dataset.column_names else None
-    return compute_metrics_for_task(name, groups=groups)
+    compute = compute_metrics_for_task(name, groups=groups)
+
+    def with_count(prediction: Any) -> dict[str, float]:
+        labels = np.asarray(prediction.label_ids)
+        scored = int((labels != IGNORE_INDEX).sum()) if task.level == "residue" else int(labels.shape[0])
+        return {**compute(prediction), "num_scored": scored}  # examples scored: none dropped or repeated
+
+    return with_count
 
 
 class FinetuneTrainer(Trainer):
@@ -309,6 +319,11 @@ class FinetuneTrainer(Trainer):
         """Evaluate, with the metrics of the split being evaluated (PSR's per-target groups differ by split)."""
         if metric_key_prefix in self.split_metrics:
             self.compute_metrics = self.split_metrics[metric_key_prefix]
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            # Evaluation runs the unwrapped model on every rank; without SyncBatchNorm (CPU) each rank's running
+            # statistics differ, so all ranks evaluate with rank 0's (the model that is saved).
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
         return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
