@@ -21,7 +21,8 @@ class MultiviewContrastConfig(PreTrainingConfig):
         subspace_min_neighbors (`int`, defaults to 15): the ball grows to 1.5 x the distance of this many nearest
             nodes when that is larger than `subspace_radius`.
         edge_mask_rate (`float`, defaults to 0.15): fraction of a view's edges the random edge mask removes.
-        temperature (`float`, defaults to 0.07): InfoNCE temperature tau.
+        tau (`float`, defaults to 0.07): InfoNCE temperature (TorchDrug's name; transformers reserves
+            `temperature` for generation).
         num_mlp_layer (`int`, defaults to 2): linear layers of the projection head (TorchDrug's default).
     """
 
@@ -35,13 +36,13 @@ class MultiviewContrastConfig(PreTrainingConfig):
         subspace_radius: float = 15.0,
         subspace_min_neighbors: int = 15,
         edge_mask_rate: float = 0.15,
-        temperature: float = 0.07,
+        tau: float = 0.07,
         num_mlp_layer: int = 2,
         **kwargs,
     ):
-        if temperature <= 0 or not 0 < edge_mask_rate <= 1 or max_subsequence_length < 1:
-            raise ValueError("need temperature > 0, edge_mask_rate in (0, 1] and max_subsequence_length >= 1")
+        if tau <= 0 or not 0 < edge_mask_rate <= 1 or max_subsequence_length < 1:
+            raise ValueError("need tau > 0, edge_mask_rate in (0, 1] and max_subsequence_length >= 1")
         self.max_subsequence_length = max_subsequence_length
         self.subspace_radius, self.subspace_min_neighbors = subspace_radius, subspace_min_neighbors
-        self.edge_mask_rate, self.temperature, self.num_mlp_layer = edge_mask_rate, temperature, num_mlp_layer
+        self.edge_mask_rate, self.tau, self.num_mlp_layer = edge_mask_rate, tau, num_mlp_layer
         super().__init__(encoder_config, level, **kwargs)

@@ -111,7 +111,7 @@ class MultiviewContrastForPreTraining(ObjectiveForPreTraining):
             for crop, noise in views
         ]
         score = F.cosine_similarity(embeddings[0].unsqueeze(1), embeddings[1].unsqueeze(0), dim=-1)
-        score = score / self.config.temperature
+        score = score / self.config.tau
         mutual_information = (score.diagonal() - score.logsumexp(dim=-1)).mean()
         own = torch.arange(score.shape[0], device=score.device)
         accuracy = (score.argmax(dim=-1) == own).float().mean()

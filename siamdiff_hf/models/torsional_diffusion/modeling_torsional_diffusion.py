@@ -115,6 +115,6 @@ class TorsionalDiffusionForPreTraining(ObjectiveForPreTraining):
         nodes = node_of.gather(1, atoms)
         prediction = self.mlp(hidden[nodes].flatten(1)).squeeze(-1).float()
         wrapped = delta[torch.arange(delta.shape[0]), chi].double()
-        target = wrapped_normal_score(wrapped, sigma) / score_scale(sigmas)[noise_levels][inputs.batch]
+        target = wrapped_normal_score(wrapped, sigma) / score_scale(sigmas[noise_levels])[inputs.batch]
         loss = masked_mean((prediction - target.float()) ** 2, noised)
         return TorsionalDiffusionOutput(loss=loss, noise_level=sigmas[noise_levels].float().mean())
