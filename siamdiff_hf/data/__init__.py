@@ -1,4 +1,5 @@
-"""Streaming AlphaFold DB / structure collections through Hugging Face Datasets (see `load_afdb`)."""
+"""Structure data through Hugging Face Datasets: AlphaFold DB streams (`load_afdb`) and the paper's downstream
+benchmarks (`load_downstream`)."""
 
 from siamdiff_hf.data.afdb import (
     AFDB_BASE_URL,
@@ -14,6 +15,7 @@ from siamdiff_hf.data.afdb import (
     reset_skip_counts,
     skip_counts,
 )
+from siamdiff_hf.data.downstream import TASKS, load_downstream
 from siamdiff_hf.data.prepare import PrepareSummary, prepare_afdb
 from siamdiff_hf.data.sources import SourceError, SourceUnit, resolve_sources
 
@@ -22,6 +24,7 @@ __all__ = [
     "AFDB_FEATURES",
     "AFDB_MODEL_ORGANISMS",
     "PROCESS_COUNTS",
+    "TASKS",
     "PrepareSummary",
     "SourceError",
     "SourceUnit",
@@ -30,6 +33,7 @@ __all__ = [
     "afdb_features",
     "afdb_proteome_urls",
     "load_afdb",
+    "load_downstream",
     "prepare_afdb",
     "protein_to_example",
     "reset_skip_counts",
