@@ -252,3 +252,18 @@ def test_bad_config_names_the_key(overrides, key, words):
 def test_cli_reports_config_errors(capsys):
     assert main(["finetune", QUICKSTART, "training.num_train_epoch=3"]) == 2
     assert "training.num_train_epoch" in capsys.readouterr().err
+
+
+def test_cached_embeddings_train_the_head_as_the_frozen_encoder_does(encoder, tmp_path):
+    settings = ["compare_random_init=false", "data.options.targets_per_protein=3", "model.freeze_encoder=true"]
+    frozen, cached = tmp_path / "frozen", tmp_path / "cached"
+    assert main(["finetune", *tiny(encoder, frozen, epochs=2), *settings]) == 0
+    assert main(["finetune", *tiny(encoder, cached, epochs=2), *settings, "model.cache_embeddings=true"]) == 0
+    a, b = load_file(frozen / "model" / "model.safetensors"), load_file(cached / "model" / "model.safetensors")
+    original = load_file(encoder / "model.safetensors")
+    for key, value in original.items():  # the encoder did not move
+        assert torch.equal(a[f"gearnet.{key}"], value) and torch.equal(b[f"gearnet.{key}"], value), key
+    for key in (k for k in a if k.startswith("mlp.")):  # the same head training, from cached inputs
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+    results = [json.loads((run / "metrics.json").read_text())["finetuned"]["seeds"]["0"] for run in (frozen, cached)]
+    assert results[0]["test"]["accuracy"] == results[1]["test"]["accuracy"]
