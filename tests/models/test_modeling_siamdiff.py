@@ -266,3 +266,36 @@ def test_fused_edge_scores_equal_the_official_heads(num_mlp_layer):
     pair, lengths = torch.randn(50, dim, dtype=torch.float64), torch.rand(50, 1, dtype=torch.float64) * 12
     official = model.struct_mlp(torch.cat([pair, model.dist_mlp(lengths)], dim=-1)).squeeze(-1)
     torch.testing.assert_close(model.edge_scores(pair, lengths), official, rtol=1e-10, atol=1e-10)
+
+
+# --- ablation switches (paper Tables 3 and 9) --------------------------------------------------------------------
+def test_diffusion_switches_are_explicit_and_validated():
+    from siamdiff_hf.diffusion import STAGE_PRESETS
+
+    assert STAGES is STAGE_PRESETS  # one table
+    default = SiamDiffConfig()
+    assert default.sequence_diffusion and default.structure_diffusion and default.loss_weights == (0.5, 0.5)
+    assert not SiamDiffConfig(gamma=1.0).sequence_diffusion  # the official rule, now a visible setting
+    assert not SiamDiffConfig(gamma=0.0).structure_diffusion
+    no_sequence = SiamDiffConfig(sequence_diffusion=False)
+    assert no_sequence.loss_weights == (1.0, 0.0)
+    with pytest.raises(ValueError, match="weight 0"):
+        SiamDiffConfig(gamma=1.0, sequence_diffusion=True)
+    with pytest.raises(ValueError, match="both off"):
+        SiamDiffConfig(sequence_diffusion=False, structure_diffusion=False)
+    with pytest.raises(ValueError, match="fixed_timestep"):
+        SiamDiffConfig(fixed_timestep=100)
+    with pytest.raises(ValueError, match="disagrees with the encoder"):
+        SiamDiffConfig(encoder_config=GearNetConfig(level="atom"), level="residue")
+
+
+def test_switched_off_diffusions_and_fixed_noise_levels(inputs):
+    with torch.no_grad():
+        out = tiny(sequence_diffusion=False).eval()(**inputs, generator=torch.Generator().manual_seed(0))
+        assert out.sequence_loss == 0 and out.masked_residues.numel() == 0 and out.loss == out.structure_loss
+        out = tiny(structure_diffusion=False).eval()(**inputs, generator=torch.Generator().manual_seed(0))
+        assert out.structure_loss == 0 and out.loss == out.sequence_loss and out.sequence_loss > 0
+        out = tiny(fixed_timestep=99).eval()(**inputs, generator=torch.Generator().manual_seed(0))
+        assert out.timesteps.tolist() == [99, 99]
+        # Mask rate at the last level is 1: every residue of each protein is drawn once on average.
+        assert out.masked_residues.numel() == inputs["residue_type"].shape[0]
