@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import runpy
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def residue_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("residue_encoder")
     torch.manual_seed(1)
     GearNetModel(GearNetConfig(hidden_dims=[16], num_angle_bin=2)).save_pretrained(folder)
+    ProteinStructureProcessor().save_pretrained(folder)
     return folder
 
 
@@ -169,3 +171,15 @@ def test_unloadable_models_give_one_line_naming_the_file(tmp_path, model_dir, ca
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line.startswith(f"siamdiff-hf embed: error: {culprit}") and reason in line, (name, line)
     assert not (tmp_path / "e.pq").exists()
+
+
+def test_example_script_skips_bad_files_and_reports_them(tmp_path, residue_model_dir, monkeypatch, capsys):
+    garbage = tmp_path / "garbage.pdb"
+    garbage.write_text("not a structure\n")
+    script = Path(__file__).parents[1] / "examples" / "extract_embeddings.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(residue_model_dir), str(DATA / "2xcjA.pdb.gz"), str(garbage)])
+    runpy.run_path(str(script), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    length = parse_structure(DATA / "2xcjA.pdb.gz").length
+    assert lines[0] == f"{DATA / '2xcjA.pdb.gz'}: protein embedding (16,), residue embeddings ({length}, 16)"
+    assert lines[1].startswith("skipped") and lines[1].count("garbage.pdb") == 1

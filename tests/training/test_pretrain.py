@@ -144,7 +144,8 @@ def test_push_uploads_our_card(quickstart_run, monkeypatch):
 
 def test_fresh_run_refuses_an_used_output_dir(quickstart_run, capsys):
     output_dir, _ = quickstart_run
-    assert main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *TINY]) == 2
+    # overwrite_output_dir=false: the default of run configs (the quickstart's own config sets true, to rerun)
+    assert main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *TINY, "overwrite_output_dir=false"]) == 2
     assert "--resume" in capsys.readouterr().err
 
 
