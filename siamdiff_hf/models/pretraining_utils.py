@@ -39,8 +39,11 @@ def resolve_encoder_config(encoder_config: PretrainedConfig | dict | None) -> Pr
 class PreTrainingConfig(PretrainedConfig):
     """Base of the objectives' configs: a nested ``encoder_config`` whose ``level`` is the objective's level.
 
-    ``level`` has one source of truth, the encoder config; a ``level`` argument (accepted so that older saved
-    configs and YAML files that name it keep working) must agree with it.
+    Args:
+        encoder_config (`PretrainedConfig` or `dict`, *optional*): any registered encoder's configuration (a dict
+            needs its `model_type`); defaults to the residue GearNet-Edge.
+        level (`str`, *optional*): ``level`` has one source of truth, the encoder config; this argument (accepted
+            so that older saved configs and YAML files that name it keep working) must agree with it.
     """
 
     sub_configs = {"encoder_config": AutoConfig}
@@ -182,6 +185,14 @@ def normal(shape: tuple[int, ...], generator: torch.Generator | None, like: torc
     source = generator.device if generator is not None else like.device
     draws = torch.randn(shape, generator=generator, device=source, dtype=torch.float32)
     return draws.to(device=like.device, dtype=like.dtype)
+
+
+def sample_levels(
+    num_graphs: int, num_levels: int, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Return (num_graphs,) long noise levels drawn uniformly from ``[0, num_levels)``, one per protein."""
+    source = generator.device if generator is not None else device
+    return torch.randint(0, num_levels, (num_graphs,), generator=generator, device=source).to(device)
 
 
 def sample_in_groups(

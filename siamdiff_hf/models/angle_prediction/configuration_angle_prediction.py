@@ -11,9 +11,7 @@ class AnglePredictionConfig(PreTrainingConfig):
     r"""Configuration of `AnglePredictionForPreTraining`: an encoder plus a binned-angle head.
 
     Args:
-        encoder_config (`PretrainedConfig` or `dict`, *optional*): any registered encoder's configuration (a dict
-            needs its `model_type`); defaults to the residue GearNet-Edge. Its `level` is the objective's.
-        level (`str`, *optional*): accepted for old configs; must equal the encoder's level.
+        encoder_config, level: the encoder, as for every objective (`PreTrainingConfig`).
         num_sample (`int`, defaults to 512): paths drawn per protein (paper App. D; GearNet
             `config/pretrain/angle_gearnet_edge.yaml` and `dihedral_gearnet_edge.yaml`).
         num_class (`int`, defaults to 8): equal bins of [0, pi] the angle is classified into.

@@ -19,9 +19,7 @@ class DenoisingScoreMatchingConfig(PreTrainingConfig):
     r"""Configuration of `DenoisingScoreMatchingForPreTraining`: an encoder plus SiamDiff-shaped edge heads.
 
     Args:
-        encoder_config (`PretrainedConfig` or `dict`, *optional*): any registered encoder's configuration (a dict
-            needs its `model_type`); defaults to the residue GearNet-Edge. Its `level` is the objective's.
-        level (`str`, *optional*): accepted for old configs; must equal the encoder's level.
+        encoder_config, level: the encoder, as for every objective (`PreTrainingConfig`).
         sigma_begin, sigma_end, num_noise_level (defaults 0.01, 10.0, 50): noise scales in Angstrom, log-linear
             (paper App. D).
         num_mlp_layer (`int`, defaults to 3): depth of the `struct_mlp` and `dist_mlp` heads (SiamDiff's).

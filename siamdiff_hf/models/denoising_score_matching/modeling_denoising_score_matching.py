@@ -19,7 +19,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ..graph_views import edge_graph
-from ..pretraining_utils import ObjectiveForPreTraining, ProteinBatch, head, mean_per_graph, normal
+from ..pretraining_utils import ObjectiveForPreTraining, ProteinBatch, head, mean_per_graph, normal, sample_levels
 from ..siamdiff.modeling_siamdiff import edge_scores
 from .configuration_denoising_score_matching import DenoisingScoreMatchingConfig
 
@@ -57,10 +57,7 @@ class DenoisingScoreMatchingForPreTraining(ObjectiveForPreTraining):
         graph = inputs.graph(encoder)
         positions = graph.positions
         if noise_levels is None:
-            source = generator.device if generator is not None else positions.device
-            noise_levels = torch.randint(
-                0, self.config.num_noise_level, (graph.num_graphs,), generator=generator, device=source
-            ).to(positions.device)
+            noise_levels = sample_levels(graph.num_graphs, self.config.num_noise_level, generator, positions.device)
         if structure_noise is None:
             structure_noise = normal(tuple(positions.shape), generator, positions)
         sigma = self.config.sigmas.to(positions)[noise_levels]

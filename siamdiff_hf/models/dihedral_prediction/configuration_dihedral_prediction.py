@@ -29,4 +29,5 @@ class DihedralPredictionConfig(AnglePredictionConfig):
         num_mlp_layer: int = 2,
         **kwargs,
     ):
+        # Spelt out (not inherited) so that transformers sees this class's own arguments.
         super().__init__(encoder_config, level, num_sample, num_class, num_mlp_layer, **kwargs)

@@ -11,9 +11,7 @@ class DistancePredictionConfig(PreTrainingConfig):
     r"""Configuration of `DistancePredictionForPreTraining`: an encoder plus an edge-length head.
 
     Args:
-        encoder_config (`PretrainedConfig` or `dict`, *optional*): any registered encoder's configuration (a dict
-            needs its `model_type`); defaults to the residue GearNet-Edge. Its `level` is the objective's.
-        level (`str`, *optional*): accepted for old configs; must equal the encoder's level.
+        encoder_config, level: the encoder, as for every objective (`PreTrainingConfig`).
         num_sample (`int`, defaults to 256): edges drawn per protein (paper App. D; GearNet
             `config/pretrain/dis_gearnet_edge.yaml`).
         num_mlp_layer (`int`, defaults to 2): depth of the head (GearNet's config).

@@ -13,9 +13,7 @@ class MultiviewContrastConfig(PreTrainingConfig):
     Defaults are GearNet `config/pretrain/mc_gearnet_edge.yaml` (and the paper's App. D).
 
     Args:
-        encoder_config (`PretrainedConfig` or `dict`, *optional*): any registered encoder's configuration (a dict
-            needs its `model_type`); defaults to the residue GearNet-Edge. Its `level` is the objective's.
-        level (`str`, *optional*): accepted for old configs; must equal the encoder's level.
+        encoder_config, level: the encoder, as for every objective (`PreTrainingConfig`).
         max_subsequence_length (`int`, defaults to 50): residues of a subsequence crop.
         subspace_radius (`float`, defaults to 15.0): least radius (Angstrom) of a subspace crop's ball.
         subspace_min_neighbors (`int`, defaults to 15): the ball grows to 1.5 x the distance of this many nearest

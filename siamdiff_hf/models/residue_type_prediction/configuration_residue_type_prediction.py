@@ -11,9 +11,7 @@ class ResidueTypePredictionConfig(PreTrainingConfig):
     r"""Configuration of `ResidueTypePredictionForPreTraining`: an encoder plus a residue-type head.
 
     Args:
-        encoder_config (`PretrainedConfig` or `dict`, *optional*): any registered encoder's configuration (a dict
-            needs its `model_type`); defaults to the residue GearNet-Edge. Its `level` is the objective's.
-        level (`str`, *optional*): accepted for old configs; must equal the encoder's level.
+        encoder_config, level: the encoder, as for every objective (`PreTrainingConfig`).
         mask_rate (`float`, defaults to 0.15): fraction of each protein's residues drawn for masking (paper App. D;
             GearNet `config/pretrain/attr_gearnet_edge.yaml`).
         num_mlp_layer (`int`, defaults to 2): depth of the head (GearNet's config).

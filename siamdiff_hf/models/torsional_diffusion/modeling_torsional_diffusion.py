@@ -23,7 +23,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ...protein.constants import MAX_CHI, RESIDUE_ID
-from ..pretraining_utils import ObjectiveForPreTraining, ProteinBatch, head, masked_mean, normal, uniform
+from ..pretraining_utils import ObjectiveForPreTraining, ProteinBatch, head, masked_mean, normal, sample_levels, uniform
 from ..siamdiff.conformer import CHI_ATOM37, CHI_MOVES, chi_angles, rotate_side_chains
 from .configuration_torsional_diffusion import TorsionalDiffusionConfig
 
@@ -90,10 +90,7 @@ class TorsionalDiffusionForPreTraining(ObjectiveForPreTraining):
         `torsion_noise` (L,) standard-normal draws replace the sampled ones."""
         positions, residue_type = inputs.atom_positions, inputs.residue_type.long()
         if noise_levels is None:
-            source = generator.device if generator is not None else positions.device
-            noise_levels = torch.randint(
-                0, self.config.num_noise_level, (inputs.num_graphs,), generator=generator, device=source
-            ).to(positions.device)
+            noise_levels = sample_levels(inputs.num_graphs, self.config.num_noise_level, generator, positions.device)
         if torsion_choice is None:
             torsion_choice = self.choose_torsions(inputs, generator)
         if torsion_noise is None:
