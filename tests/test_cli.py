@@ -108,3 +108,27 @@ def test_architecture_flag_speaks_model_types(capsys):
         )
     old = _parse(["convert-torchdrug", "a.pth", "-o", "x", "--model", "gvp"])  # the old flag still works
     assert old.architecture == "gvp" and "deprecated" in capsys.readouterr().err
+
+
+def test_package_warnings_print_above_progress_bars(monkeypatch):
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from siamdiff_hf import logging_utils
+
+    written = []
+    monkeypatch.setattr(logging_utils.tqdm, "write", lambda message, file=None: written.append(message))
+    log = logging.getLogger("siamdiff_hf")
+    saved = (log.handlers[:], log.level, log.propagate)
+    try:
+        handler = logging_utils.log_above_progress_bars()
+        assert logging_utils.log_above_progress_bars() is handler  # idempotent
+        with tqdm(total=2, disable=True) as bar:
+            logging.getLogger("siamdiff_hf.data.afdb").warning("skipped %s: %s", "x.pdb", "no atoms")
+            bar.update(1)
+        assert written == ["WARNING: skipped x.pdb: no atoms"]
+    finally:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
