@@ -107,3 +107,20 @@ def test_heads_that_do_not_fit_are_refused(package_model):
     del state["dist_mlp.layers.1.weight"], state["dist_mlp.layers.1.bias"]
     with pytest.raises(CheckpointError, match="lacks the heads"):
         convert_siamdiff_task_state_dict(state, convert_gearnet_state_dict(state))
+
+
+def test_gvp_task_is_recognised_and_keeps_every_weight(tmp_path):
+    from siamdiff_hf import GVPConfig
+
+    torch.manual_seed(3)
+    encoder = GVPConfig(node_h_dim=(16, 4), edge_h_dim=(8, 1), num_layers=2)
+    model = SiamDiffForPreTraining(SiamDiffConfig(encoder_config=encoder, num_mlp_layer=3, beta_start=1e-4,
+                                                  beta_end=1e-4, num_timesteps=5, gamma=0.2))  # fmt: skip
+    torch.save(task_state_dict(model, official_alphas(1e-4, 1e-4, 5)), tmp_path / "gvp_task.pth")
+    assert main(["convert-torchdrug", str(tmp_path / "gvp_task.pth"), "-o", str(tmp_path / "hf")]) == 0
+    converted = AutoModelForPreTraining.from_pretrained(tmp_path / "hf" / "model")
+    assert converted.config.encoder_config.model_type == "gvp" and converted.config.num_mlp_layer == 3
+    ours = converted.state_dict()
+    assert set(ours) == set(model.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(ours[key], value), key
