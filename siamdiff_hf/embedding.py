@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel
+from transformers.utils import logging as transformers_logging
 
 from . import models  # noqa: F401  (registers the encoders with AutoModel)
 from .errors import ModelLoadError
@@ -51,11 +52,19 @@ def load_encoder(
     config = _load_config(name)
     if Path(name).expanduser().is_dir():
         _check_weight_shapes(Path(name).expanduser(), config)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report: the missing weights are an error below
     try:
-        model = AutoModel.from_pretrained(name, config=config)
+        model, info = AutoModel.from_pretrained(name, config=config, output_loading_info=True)
     except (OSError, RuntimeError, ValueError) as error:
         reason = _first_line(error)
         raise ModelLoadError(f"{name}: the weights do not load into {type(config).__name__} ({reason})") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise ModelLoadError(f"{name}: {len(missing)} weights of the config.json architecture are missing from the "
+                             f"checkpoint, e.g. {missing[0]} (an encoder would embed with random weights)")  # fmt: skip
     model = model.to(device).eval()
     try:
         processor = ProteinStructureProcessor.from_pretrained(name)
@@ -88,27 +97,25 @@ def _load_config(name: str):
 
 
 def _check_weight_shapes(folder: Path, config) -> None:
-    """Raise a one-line `ModelLoadError` when a folder's safetensors weights do not fit its config.json."""
+    """Raise a one-line `ModelLoadError` naming the file when its safetensors weights have other shapes than the
+    config.json architecture's (transformers' own error points at a multi-line report)."""
     from safetensors import safe_open
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return  # other formats: transformers checks them
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in AutoModel.from_config(config).state_dict().items()}
+        empty = AutoModel.from_config(config)
+    expected = {k: tuple(v.shape) for k, v in empty.state_dict().items()}
     found = {}
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
             found.update({key: (file, tuple(handle.get_slice(key).get_shape())) for key in handle.keys()})  # noqa: SIM118
-    wrong = [k for k in expected if k in found and found[k][1] != expected[k]]
+    wrong = [k for k in expected if k in found and found[k][1] != expected[k]]  # keys transformers renames: skipped
     if wrong:
         file, shape = found[wrong[0]]
         raise ModelLoadError(f"{file}: {len(wrong)} weights do not fit config.json, e.g. {wrong[0]} is {shape}, "
                              f"the config needs {expected[wrong[0]]}")  # fmt: skip
-    missing = [k for k in expected if k not in found]
-    if missing:
-        raise ModelLoadError(f"{files[0]}: {len(missing)} weights of the config.json architecture are missing, "
-                             f"e.g. {missing[0]}")  # fmt: skip
 
 
 def _check_encoder_type(where: str | Path, model_type: str | None) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import siamdiff_hf
 from siamdiff_hf import (
@@ -147,8 +148,12 @@ def test_pooling_mean_divides_the_sum_by_the_length(tmp_path, residue_model_dir)
 def _broken_copies(model_dir: Path, root: Path) -> dict[str, tuple[Path, str]]:
     """Model folders broken in the ways users meet, with the file and the reason the error must name."""
     cases = {}
-    for name in ("unknown_type", "wrong_shapes", "bad_value", "no_config"):
+    for name in ("unknown_type", "wrong_shapes", "bad_value", "no_config", "missing_weights"):
         shutil.copytree(model_dir, root / name)
+    weights = load_file(root / "missing_weights" / "model.safetensors")
+    del weights["layers.1.linear.weight"]
+    save_file(weights, root / "missing_weights" / "model.safetensors", metadata={"format": "pt"})
+    cases["missing_weights"] = (root / "missing_weights", "1 weights of the config.json architecture are missing")
     config = json.loads((root / "unknown_type" / "config.json").read_text())
     (root / "unknown_type" / "config.json").write_text(json.dumps({**config, "model_type": "gearnett"}))
     cases["unknown_type"] = (root / "unknown_type" / "config.json", "unknown model_type 'gearnett'")
