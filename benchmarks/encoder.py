@@ -2,10 +2,11 @@
 
 Residue GearNet-Edge at 16 proteins x 150 residues, atom GearNet-Edge and GVP at 32 x 100, fp32 and bf16 autocast,
 on CPU with 2 threads (and on CUDA when available); parse throughput gemmi vs Biopython. Writes
-benchmarks/results/encoder_<device>.json. Reference point: TorchDrug's residue GearNet-Edge takes 20.8 s for
-forward+backward at 16 x 150 on this machine kind (2 threads, fp32).
+benchmarks/results/encoder_<device>.json with the machine facts (CPU model, ISA, native BF16: `common.environment`).
+bf16 runs by default only where it pays (CUDA, or a CPU with AVX512-BF16/AMX); `--precision fp32 bf16` forces it.
+The comparison with TorchDrug is `official_step.py` (both sides in one run, interleaved).
 
-    python benchmarks/encoder.py [--threads 2] [--repeats 3] [--device cpu]
+    python benchmarks/encoder.py [--threads 2] [--repeats 3] [--device cpu] [--precision fp32 bf16]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import time
 
 import torch
-from common import batch_of, structure_files, timeit, write_results
+from common import batch_of, native_bf16, structure_files, timeit, write_results
 from transformers import AutoModel
 
 from siamdiff_hf import GearNetConfig, GVPConfig, parse_structure
@@ -34,7 +35,7 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
 
 
-def bench_encoder(name: str, device: str, repeats: int) -> dict:
+def bench_encoder(name: str, device: str, repeats: int, precisions: list[str]) -> dict:
     config, num_proteins, crop = SETUPS[name]
     inputs = {k: v.to(device) for k, v in batch_of(num_proteins, crop).items()}
     model = AutoModel.from_config(config).to(device).train()
@@ -45,7 +46,7 @@ def bench_encoder(name: str, device: str, repeats: int) -> dict:
         "edges": graph.num_edges,
         "graph_construction": timeit(lambda: model.build_graph(**inputs), repeats),
     }
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
 
         def forward(precision=precision):
             with torch.no_grad(), autocast(device, precision):
@@ -81,17 +82,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--encoders", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], help="default: bf16 only where native")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    results = {"torchdrug_reference_residue_forward_backward_fp32_s": 20.8}
+    bf16_pays = args.device == "cuda" or native_bf16()
+    precisions = args.precision or (["fp32", "bf16"] if bf16_pays else ["fp32"])
+    results = {"precisions": precisions}
     for name in args.encoders:
-        results[name] = bench_encoder(name, args.device, args.repeats)
+        results[name] = bench_encoder(name, args.device, args.repeats, precisions)
     results["parsing"] = bench_parsing()
-    if "gearnet_residue" in results:
-        for precision in ("fp32", "bf16"):
-            seconds = results["gearnet_residue"][f"forward_backward_{precision}"]["median_s"]
-            results[f"speedup_vs_torchdrug_{precision}"] = 20.8 / seconds
     write_results(f"encoder_{args.device}", results)
 
 
