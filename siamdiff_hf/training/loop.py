@@ -36,7 +36,6 @@ from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.afdb import skip_counts
 from ..hub import push_folder
 from .checkpoints import (
     StopRequest,
@@ -190,7 +189,7 @@ def train_stage(accelerator: Accelerator, config: PretrainConfig, index: int, mo
     progress.close()
     close(ids_log)
     if accelerator.is_main_process:
-        counts = {k: v for k, v in skip_counts().items() if v}
+        counts = {k: v for k, v in stream.counts.as_dict().items() if v} if stream.counts is not None else {}
         logger.info("%s finished; data stream counts on rank 0: %s", name, counts)
     return metrics
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from ..data.afdb import load_afdb
+from ..data.afdb import StreamCounts, load_afdb
 from ..protein.processor import ProteinStructureProcessor
 from .config import PretrainConfig, resolve_source
 
@@ -39,9 +39,10 @@ def make_stream(config: PretrainConfig, accelerator: Accelerator) -> StructureSt
     from datasets.distributed import split_dataset_by_node
 
     data = config.data
+    counts = StreamCounts()  # this rank's stream counts (in the main process; workers keep their own)
     dataset = load_afdb([resolve_source(s) for s in data.sources], min_length=data.min_length,
                         max_length=data.max_length, min_plddt=data.min_plddt, backend=data.backend,
-                        files_per_shard=data.files_per_shard, report_skips=True)  # fmt: skip
+                        files_per_shard=data.files_per_shard, report_skips=True, counts=counts)  # fmt: skip
     if data.shuffle:  # the same seed on every rank, so that the ranks split one order
         dataset = dataset.shuffle(seed=config.seed, buffer_size=data.shuffle_buffer_size)
     if accelerator.num_processes > 1:
@@ -51,7 +52,9 @@ def make_stream(config: PretrainConfig, accelerator: Accelerator) -> StructureSt
                            accelerator.num_processes, accelerator.num_processes)  # fmt: skip
         dataset = split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
     collator = Collator(make_processor(config), seed=config.seed)
-    return StructureStream(dataset, collator, data.batch_size, data.num_workers, data.drop_last)
+    stream = StructureStream(dataset, collator, data.batch_size, data.num_workers, data.drop_last)
+    stream.counts = counts
+    return stream
 
 
 class Collator:
@@ -83,6 +86,7 @@ class StructureStream:
         self.loader_kwargs = dict(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                                   collate_fn=collator)  # fmt: skip
         self.epoch, self.proteins, self.skipped = 0, 0, 0
+        self.counts: Any = None  # the `StreamCounts` of the stream, set by `make_stream`
         self._iterator: Iterator | None = None
         self._loader: Any = None
         self._loader_state: dict | None = None

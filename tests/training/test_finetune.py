@@ -51,6 +51,22 @@ def tiny(encoder: Path, output: Path, epochs: int = 2, targets: int = 4) -> list
             f"data.options.targets_per_protein={targets}", "training.per_device_train_batch_size=4"]  # fmt: skip
 
 
+class FakeHubApi:
+    """Stands in for `huggingface_hub.HfApi`: records the uploads."""
+
+    def __init__(self):
+        self.uploads = []
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, repo_type="model"):
+        pass
+
+    def upload_folder(self, folder_path, repo_id, repo_type="model", commit_message=""):
+        folder = Path(folder_path)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        self.uploads.append({"repo_id": repo_id, "files": files, "readme": (folder / "README.md").read_text()})
+        return "https://hub.local/commit/1"
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -70,14 +86,20 @@ test_split_accuracy.__test__ = False  # a helper, not a test
 
 
 @pytest.mark.slow
-def test_quickstart_through_the_cli(encoder, tmp_path, capsys):
+def test_quickstart_through_the_cli(encoder, tmp_path, capsys, monkeypatch):
     from transformers import AutoModelForTokenClassification
 
+    import siamdiff_hf.hub
     from siamdiff_hf.training.config import bundled_structures
     from siamdiff_hf.training.residue_identity import build_residue_identity
 
+    api = FakeHubApi()
+    monkeypatch.setattr(siamdiff_hf.hub, "HfApi", lambda token=None: api)
     output = tmp_path / "run"
-    assert main(["finetune", *tiny(encoder, output), "--seeds", "0", "1"]) == 0
+    assert main(["finetune", *tiny(encoder, output), "--seeds", "0", "1", "--push-to-hub", "someone/ft"]) == 0
+    (upload,) = api.uploads
+    assert upload["repo_id"] == "someone/ft" and "model.safetensors" in upload["files"]
+    assert upload["readme"] == (output / "model" / "README.md").read_text()
     printed = capsys.readouterr().out
     assert "pre-trained encoder" in printed and "random encoder" in printed
 
