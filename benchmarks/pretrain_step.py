@@ -5,7 +5,12 @@ autocast, CPU with 2 threads by default. The shares come from the profiler range
 (`siamdiff.conformer`, `siamdiff.graph_construction`, `siamdiff.encoder`, `siamdiff.heads`); the backward pass is
 reported apart. Writes benchmarks/results/pretrain_step_<device>.json.
 
+`--objectives` times instead one step (forward + backward, median of `--repeats`) of each baseline objective on the
+GearNet-Edge of each level at the paper's Table 5 batch and max length (multiview contrast has none: 100 here),
+`--scale` shrinking the batches for a quick run on a loaded CPU; writes pretrain_step_objectives_<device>.json.
+
     python benchmarks/pretrain_step.py [--threads 2] [--device cpu] [--levels residue atom] [--encoders gearnet]
+    python benchmarks/pretrain_step.py --objectives [--scale 0.125] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -15,12 +20,23 @@ import contextlib
 import time
 
 import torch
-from common import batch_of, write_results
+from common import batch_of, timeit, write_results
 from torch.profiler import ProfilerActivity, profile
+from transformers import AutoConfig, AutoModelForPreTraining
 
 from siamdiff_hf import GearNetConfig, SiamDiffConfig, SiamDiffForPreTraining
 
 SETUPS = {"residue": (16, 150), "atom": (32, 100)}
+# Paper Table 5: (max length, batch per GPU) at residue and atom level; multiview contrast has no max length.
+TABLE5 = {
+    "residue_type_prediction": {"residue": (100, 96), "atom": (100, 64)},
+    "distance_prediction": {"residue": (100, 128), "atom": (100, 64)},
+    "angle_prediction": {"residue": (100, 96), "atom": (100, 64)},
+    "dihedral_prediction": {"residue": (100, 96), "atom": (100, 64)},
+    "multiview_contrast": {"residue": (100, 96), "atom": (100, 64)},
+    "denoising_score_matching": {"residue": (200, 12), "atom": (200, 12)},
+    "torsional_diffusion": {"atom": (100, 32)},  # not in Table 5: the atom SiamDiff recipe's
+}
 RANGES = ("siamdiff.conformer", "siamdiff.graph_construction", "siamdiff.encoder", "siamdiff.heads")
 
 
@@ -69,15 +85,48 @@ def bench(name: str, level: str, precision: str, device: str) -> dict:
     }
 
 
+def bench_objective(name: str, level: str, scale: float, repeats: int, device: str) -> dict:
+    """Return the median step time and proteins/s of one objective at its (scaled) Table 5 batch."""
+    crop, full_batch = TABLE5[name][level]
+    num_proteins = max(2, round(full_batch * scale))
+    inputs = {k: v.to(device) for k, v in batch_of(num_proteins, crop).items()}
+    config = AutoConfig.for_model(name, encoder_config=GearNetConfig(level=level))
+    model = AutoModelForPreTraining.from_config(config).to(device).train()
+    generator = torch.Generator(device).manual_seed(0)
+
+    def step() -> None:
+        model(**inputs, generator=generator).loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    timing = timeit(step, repeats=repeats, warmup=1)
+    return {
+        "batch": f"{num_proteins} x {crop}", "table5_batch": f"{full_batch} x {crop}", "step_s": timing["median_s"],
+        "proteins_per_s": num_proteins / timing["median_s"],
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--levels", nargs="+", default=["residue", "atom"])
     parser.add_argument("--encoders", nargs="+", default=["gearnet"])
+    parser.add_argument("--objectives", action="store_true", help="time the baseline objectives instead")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the Table 5 batch (--objectives)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.objectives:
+        results = {"scale_of_table5_batch": args.scale}
+        for name, levels in TABLE5.items():
+            for level in (lv for lv in args.levels if lv in levels):
+                results[f"{name}_{level}"] = bench_objective(name, level, args.scale, args.repeats, args.device)
+                print(name, level, results[f"{name}_{level}"])
+        write_results(f"pretrain_step_objectives_{args.device}", results)
+        return
     results = {}
     for name in args.encoders:
         for level in args.levels if name == "gearnet" else ["atom"]:
