@@ -171,3 +171,13 @@ def test_level_has_one_source_of_truth():
         AutoConfig.for_model("torsional_diffusion", encoder_config={"model_type": "gearnet", "level": "residue"})
     with pytest.raises(ValueError, match="objective"):
         AutoConfig.for_model("combined_objectives", objectives=[{"weight": 1.0}])
+
+
+@pytest.mark.parametrize("name", [n for n in OBJECTIVES if n != "combined_objectives"])
+def test_objectives_are_encoder_agnostic(inputs, name):
+    config = AutoConfig.for_model(name, encoder_config={"model_type": "gvp"})  # atom level, no edge features
+    model = AutoModelForPreTraining.from_config(config)
+    out = model(**inputs, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
