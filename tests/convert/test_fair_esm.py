@@ -228,8 +228,10 @@ def test_convert_torchdrug_command_handles_esm_gearnet(tmp_path):
     state = {f"sequence_model.model.{k}": v for k, v in reference.state_dict().items()}
     state.update({f"structure_model.{k}": v for k, v in structure.state_dict().items()})
     torch.save(state, tmp_path / "siamdiff_esm_gearnet.pth")
-    args = ["convert-torchdrug", str(tmp_path / "siamdiff_esm_gearnet.pth"), "--model", "esm-gearnet"]
+    args = ["convert-torchdrug", str(tmp_path / "siamdiff_esm_gearnet.pth")]  # architecture recognised from the keys
     assert main([*args, "--output", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "# ESM-2 (2 layers, 32 wide) + GearNet (residue level, 1 x 16)" in card
     processor = ProteinStructureProcessor.from_pretrained(tmp_path / "hf")
     assert processor.include_esm_tokens
     model = AutoModel.from_pretrained(tmp_path / "hf")
