@@ -120,3 +120,30 @@ def test_cli_dry_run_prints_the_resolved_config(tmp_path, capsys):
     assert main(["pretrain", str(QUICKSTART), f"output_dir={tmp_path}", "seed=7", "--dry-run"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed"] == 7 and printed["output_dir"] == str(tmp_path)
+
+
+def test_objective_is_generic():
+    config = load_config(QUICKSTART, ["model.objective=residue_type_prediction", "model.siamdiff={}",
+                                      "stages=[{max_steps: 2}]", "model.objective_settings.mask_rate=0.2"])  # fmt: skip
+    assert config.model.objective == "residue_type_prediction" and config.objective_settings == {"mask_rate": 0.2}
+    # the SiamDiff alias and the generic key are one setting
+    siamdiff = load_config(QUICKSTART, ["model.objective_settings.gamma=0.3"])
+    assert siamdiff.objective_settings == {"use_mutual_information": True, "gamma": 0.3}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "words"),
+    [
+        (["model.objective=bert"], "model.objective", "unknown pre-training objective"),
+        (["model.objective=distance_prediction", "model.siamdiff={}"], "stages.0.beta_start", "no beta_start"),
+        (["model.objective=distance_prediction"], "model.siamdiff", "objective_settings"),
+        (["model.objective=distance_prediction", "model.siamdiff={}", "stages=[{max_steps: 1}]",
+          "model.objective_settings.gama=1"], "model.objective_settings.gama", "unknown key"),
+        (["model.objective_settings.use_mutual_information=false"], "model.siamdiff.use_mutual_information",
+         "disagrees"),
+    ],
+)
+def test_bad_objective_names_the_key(overrides, key, words):
+    with pytest.raises(ConfigError) as info:
+        load_config(QUICKSTART, overrides)
+    assert info.value.key == key and words in str(info.value)

@@ -253,3 +253,17 @@ def test_two_processes_on_cpu(tmp_path):
         for key, value in ranks[0]["parameters"].items():
             torch.testing.assert_close(ranks[1]["parameters"][key], value, atol=0, rtol=0, msg=key)
     assert AutoModel.from_pretrained(output_dir / "encoder") is not None
+
+
+def test_any_registered_objective_runs(tmp_path):
+    """A baseline objective through the same loop: its own scalar outputs are logged, its encoder exported."""
+    output_dir = tmp_path / "rtp"
+    code = main(["pretrain", QUICKSTART, f"output_dir={output_dir}", *TINY, "model.objective=residue_type_prediction",
+                 "model.siamdiff={}", "stages=[{max_steps: 2}]", "checkpointing.every_n_steps=null"])  # fmt: skip
+    assert code == 0
+    log = [r for r in read_jsonl(output_dir / "logs" / "train_log.jsonl") if "loss" in r]
+    assert [r["step"] for r in log] == [1, 2] and "structure_loss" not in log[0]
+    assert len(set(log[0]) - {"step", "time", "stage", "loss", "proteins", "skipped_files", "epoch", "learning_rate",
+                              "proteins_per_second"}) >= 1  # the objective's own metrics  # fmt: skip
+    assert type(AutoModel.from_pretrained(output_dir / "encoder")).__name__ == "GearNetModel"
+    assert "ResidueTypePrediction" in (output_dir / "encoder" / "README.md").read_text()
