@@ -481,7 +481,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         if variant in summary:
             mean, std = summary[variant]["mean"]["test"], summary[variant]["std"]["test"]
             cells = ", ".join(f"{name} {mean[name]:.4f} +- {std[name]:.4f}" for name in sorted(mean)
-                              if name != "loss")  # fmt: skip
+                              if name not in ("loss", "num_scored"))  # fmt: skip
             label = "pre-trained encoder" if variant == "finetuned" else "random encoder"
             lines.append(f"  {label:20s} {cells}")
     return "\n".join(lines)
