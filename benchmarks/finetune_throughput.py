@@ -14,7 +14,8 @@ plus the one-off encoder pass that fills the cache. Steps are interleaved (A, B,
 and ratios are taken per round, so load from other jobs hits both sides alike. Writes
 benchmarks/results/finetune_throughput.json.
 
-    python benchmarks/finetune_throughput.py [--repeats 3] [--threads 2] [--setups ec_residue psr_atom] [--no-bf16]
+    python benchmarks/finetune_throughput.py [--repeats 3] [--threads 2] [--setups ec_residue psr_atom]
+        [--bf16-setups ec_residue] [--ec-crop 300] [--psr-crop 150]
 """
 
 from __future__ import annotations
@@ -124,15 +125,18 @@ def main() -> None:
     parser.add_argument("--setups", nargs="+", default=["ec_residue", "psr_atom"])
     parser.add_argument("--ec-crop", type=int, default=300)
     parser.add_argument("--psr-crop", type=int, default=150)
-    parser.add_argument("--no-bf16", action="store_true", help="skip bf16 (slow on CPUs without native BF16)")
+    parser.add_argument("--bf16-setups", nargs="*", default=None,
+                        help="setups also timed under bf16 autocast (default: all; slow on CPUs without native BF16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chosen = setups(args.ec_crop, args.psr_crop)
-    results = {name: bench(name, chosen[name], args.repeats, not args.no_bf16) for name in args.setups}
+    bf16 = args.setups if args.bf16_setups is None else args.bf16_setups
+    results = {name: bench(name, chosen[name], args.repeats, name in bf16) for name in args.setups}
     write_results("finetune_throughput", {
         "what": "one fine-tuning optimiser step (forward, backward, Adam) at the paper's batch, CPU; frozen_cached "
                 "= head-only step on cached encoder outputs (cache_embeddings); measured interleaved under load",
-        "threads": args.threads, "repeats": args.repeats, "results": results,
+        "threads": args.threads, "repeats": args.repeats, "crops": {"ec": args.ec_crop, "psr": args.psr_crop},
+        "results": results,
     })  # fmt: skip
 
 
