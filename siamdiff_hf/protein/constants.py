@@ -41,7 +41,9 @@ BACKBONE_ATOMS: tuple[str, ...] = ("N", "CA", "C")  # kept for masked residues a
 CA_INDEX: int = ATOM37_INDEX["CA"]
 
 _ATOMIC_NUMBER = {"C": 6, "N": 7, "O": 8, "S": 16}
-# Atomic number of each atom37 slot (heavy atoms only): the element one-hot is indexed by it (DESIGN §3).
+# Atomic number of each atom37 slot (heavy atoms only): the element one-hot is indexed by it, as in the published
+# atom-level checkpoints (TorchDrug 0.2.1 `data/molecule.py` sets `atom_type` to RDKit's `GetAtomicNum()`, and
+# SiamDiff `siamdiff/transform.py` `AtomFeature` one-hots `atom_type.clamp(max=17)` over 18 slots).
 ATOM37_ATOMIC_NUMBER: np.ndarray = np.array([_ATOMIC_NUMBER[name[0]] for name in ATOM37_NAMES], dtype=np.int64)
 NUM_ELEMENT_FEATURES: int = 18  # one-hot over atomic number clamped to 17
 

@@ -64,7 +64,9 @@ def test_default_config_is_the_papers_model():
     assert gearnet.input_dim == 1280 and gearnet.hidden_dims == [512] * 6 and gearnet.num_relation == 7
     assert not gearnet.edge_message_passing and gearnet.readout == "sum"
     assert config.output_dim == 4352 and config.freeze_sequence_model and config.masked_residues_as_glycine
-    # the structure half has the 84 keys of the official ESM-GearNet structure model (reference §4.3)
+    # the structure half has the 84 keys of the official ESM-GearNet structure model (ESM-GearNet
+    # `config/EC/esm_gearnet.yaml` `structure_model`, built by TorchDrug 0.2.1 `models/gearnet.py`): 6 x (conv
+    # batch_norm 5 + self_loop 2 + linear 2) + 6 x batch_norms 5, no edge_layers
     shapes = {k: tuple(v.shape) for k, v in GearNetModel(gearnet).state_dict().items()}
     assert len(shapes) == 84 and not any(k.startswith("edge_layers") for k in shapes)
     assert shapes["layers.0.self_loop.weight"] == (512, 1280) and shapes["layers.0.linear.weight"] == (512, 8960)

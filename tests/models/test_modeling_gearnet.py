@@ -70,7 +70,7 @@ def test_default_init_is_pytorch_default():
     assert weight.abs().max() <= bound and weight.abs().max() > 0.5 * bound
 
 
-# --- parity with an independent, slow implementation of reference §3.6 -----------------------------------------
+# --- parity with an independent, slow implementation of TorchDrug 0.2.1 `models/gearnet.py` ------------------
 def dense_conv(x, edges, num_relation, conv, activation=True):
     """act(BN(linear(M) + self_loop(x))) with M summed edge by edge."""
     n, width = x.shape

@@ -40,7 +40,7 @@ def inputs():
 
 # --- architecture -------------------------------------------------------------------------------------------------
 def gvp_shapes(prefix: str, si: int, vi: int, so: int, vo: int) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of one vector-gated GVP (reference gvp_esm_hf §1.2), SiamDiff: no dummy_param."""
+    """Parameter shapes of one vector-gated GVP (SiamDiff `siamdiff/layer.py` `GVP`: no dummy_param)."""
     if not vi:
         return {f"{prefix}.ws.weight": (so, si), f"{prefix}.ws.bias": (so,)}
     h = max(vi, vo)
@@ -51,7 +51,11 @@ def gvp_shapes(prefix: str, si: int, vi: int, so: int, vo: int) -> dict[str, tup
 
 
 def siamdiff_gvp_shapes() -> dict[str, tuple[int, ...]]:
-    """Key -> shape of SiamDiff's atom-level GVPGNN state dict (reference gvp_esm_hf §1.5 / §1.6): 199 keys."""
+    """Key -> shape of SiamDiff's atom-level GVPGNN state dict: 199 keys.
+
+    SiamDiff `siamdiff/model.py` `GVPGNN` with `config/atom/*_gvp.yaml` (node (18, 0) -> (100, 16), edge (16, 1) ->
+    (32, 1), 5 layers, vector gates); the layers of `siamdiff/layer.py`.
+    """
     shapes = {"residue_embdding.weight": (18, 21), "embedding.weight": (18, 18)}
     shapes |= {"W_v.0.scalar_norm.weight": (18,), "W_v.0.scalar_norm.bias": (18,)} | gvp_shapes("W_v.1", 18, 0, 100, 16)
     shapes |= {"W_e.0.scalar_norm.weight": (16,), "W_e.0.scalar_norm.bias": (16,)} | gvp_shapes("W_e.1", 16, 1, 32, 1)
@@ -107,7 +111,7 @@ def test_auto_classes_and_siamdiff_nesting():
     assert nested.level == "atom" and isinstance(nested.encoder_config, GVPConfig)
 
 
-# --- parity with the reference formulas (gvp_esm_hf §1.2-§1.3, §1.6), in numpy -----------------------------------
+# --- parity with SiamDiff `siamdiff/layer.py` (GVP, GVPLayerNorm, GVPConv) and `siamdiff/model.py`, in numpy ----
 def np_gvp(w, prefix, s, v, vo, scalar_relu):
     if f"{prefix}.wh.weight" in w:
         vh = np.einsum("hc,nck->nhk", w[f"{prefix}.wh.weight"], v)

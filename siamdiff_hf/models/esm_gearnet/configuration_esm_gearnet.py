@@ -11,7 +11,8 @@ from ..gearnet import GearNetConfig
 DEFAULT_ESM_NAME = "facebook/esm2_t33_650M_UR50D"
 
 # The architecture of `facebook/esm2_t33_650M_UR50D` (its config.json on the Hub, written out so that building the
-# default model needs no download; reference gvp_esm_hf §2.3).
+# default model needs no download): 33 layers of width 1280 with 20 heads (fair-esm `esm/pretrained.py`
+# `esm2_t33_650M_UR50D`), and the values transformers' `models/esm/convert_esm.py` writes for every ESM-2.
 ESM2_650M: dict = dict(
     vocab_size=33, hidden_size=1280, num_hidden_layers=33, num_attention_heads=20, intermediate_size=5120,
     hidden_act="gelu", max_position_embeddings=1026, layer_norm_eps=1e-5, hidden_dropout_prob=0.0,

@@ -167,7 +167,12 @@ class GearNetModel(GearNetPreTrainedModel):
         return torch.cat(hidden_states[1:], dim=-1) if self.config.concat_hidden else hidden_states[-1]
 
     def encode(self, graph: ProteinGraph) -> list[torch.Tensor]:
-        """Return the node features before the first layer and after each layer (TorchDrug §3.6 exactly)."""
+        """Return the node features before the first layer and after each layer.
+
+        The forward of TorchDrug 0.2.1 `models/gearnet.py` (`GeometryAwareRelationalGraphNeuralNetwork`), step for
+        step: node conv, short cut where the shapes match (never at layer 0), the edge update, then the outer
+        batch norm.
+        """
         if graph.node_features.shape[-1] != self.config.input_dim:
             raise ValueError(
                 f"node features are {graph.node_features.shape[-1]} wide, model expects {self.config.input_dim}"
@@ -196,7 +201,9 @@ class GearNetModel(GearNetPreTrainedModel):
                 hidden = hidden + x
             if self.config.edge_message_passing:
                 edge_hidden = self.edge_layers[i](edge_hidden, line_adjacency)
-                # The edge update reuses the node conv's own `linear` (TorchDrug quirk #1 in the reference).
+                # The edge update goes through the node conv's own `linear` (same weight and bias) and a ReLU, with
+                # no batch norm or self loop: `update = self.layers[i].linear(update)` in TorchDrug 0.2.1
+                # `models/gearnet.py`.
                 update = layer.relational_linear(edge_to_node, edge_hidden)
                 hidden = hidden + torch.relu(update)
             if self.config.batch_norm:
