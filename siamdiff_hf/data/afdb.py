@@ -35,6 +35,7 @@ from siamdiff_hf.data.sources import (
     iter_unit,
     resolve_sources,
 )
+from siamdiff_hf.protein.constants import NUM_ATOM37
 from siamdiff_hf.protein.formats import is_gzipped
 from siamdiff_hf.protein.parsing import check_backend
 
@@ -44,8 +45,8 @@ AFDB_FEATURES = Features(
     {
         "id": Value("string"),
         "residue_type": List(Value("int64")),
-        "atom_positions": Array3D(shape=(None, 37, 3), dtype="float32"),
-        "atom_mask": Array2D(shape=(None, 37), dtype="bool"),
+        "atom_positions": Array3D(shape=(None, NUM_ATOM37, 3), dtype="float32"),
+        "atom_mask": Array2D(shape=(None, NUM_ATOM37), dtype="bool"),
         "plddt": List(Value("float32")),
         "length": Value("int32"),
     }

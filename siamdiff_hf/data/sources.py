@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from siamdiff_hf.protein.constants import NUM_ATOM37
 from siamdiff_hf.protein.formats import (  # noqa: F401 (STRUCTURE_SUFFIXES, maybe_gunzip: re-exported)
     GZIP_ERRORS,
     GZIP_MAGIC,
@@ -383,7 +384,8 @@ def _iter_foldcomp(unit: SourceUnit) -> Iterator[RawStructure | SkipEvent]:
 
 
 PARQUET_COLUMNS: tuple[str, ...] = ("id", "residue_type", "atom_positions", "atom_mask", "plddt", "length")
-_PER_RESIDUE = {"residue_type": 1, "plddt": 1, "atom_positions": 37 * 3, "atom_mask": 37}  # values per residue
+# Values per residue of each list column.
+_PER_RESIDUE = {"residue_type": 1, "plddt": 1, "atom_positions": NUM_ATOM37 * 3, "atom_mask": NUM_ATOM37}
 
 
 def iter_parquet(location: str, batch_size: int = 64) -> Iterator[dict[str, Any] | SkipEvent]:
@@ -459,8 +461,8 @@ def _batch_to_examples(batch: Any, location: str, first_row: int) -> Iterator[di
         yield {
             "id": protein_id,
             "residue_type": split["residue_type"][i],
-            "atom_positions": split["atom_positions"][i].reshape(-1, 37, 3),
-            "atom_mask": split["atom_mask"][i].reshape(-1, 37),
+            "atom_positions": split["atom_positions"][i].reshape(-1, NUM_ATOM37, 3),
+            "atom_mask": split["atom_mask"][i].reshape(-1, NUM_ATOM37),
             "plddt": split["plddt"][i],
             "length": np.int32(lengths[i]),
         }
