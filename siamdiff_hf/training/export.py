@@ -10,8 +10,8 @@ from typing import Any
 from accelerate import Accelerator
 from torch import nn
 
-from ..hub import build_model_card
-from .config import SCHEDULE_KEYS, PretrainConfig
+from ..hub import BUNDLED_DATA_WARNING, build_model_card
+from .config import BUNDLED_SOURCE, SCHEDULE_KEYS, PretrainConfig
 from .objective import encoder_of, objective_title
 from .stream import make_processor
 
@@ -47,6 +47,7 @@ def export_stage(accelerator: Accelerator, config: PretrainConfig, index: int, m
             settings=settings, metrics=card_metrics, datasets=_hub_datasets(config),
             base_model=config.model.encoder_from or config.model.init_from,
             tags=[objective_title(config).lower(), f"{config.level}-level"],
+            warning=BUNDLED_DATA_WARNING if BUNDLED_SOURCE in config.data.sources else None,
         )  # fmt: skip
         card.save(stage_dir / "encoder" / "README.md")
     accelerator.wait_for_everyone()
@@ -62,10 +63,9 @@ def run_settings(config: PretrainConfig, last_stage: int, accelerator: Accelerat
         schedule = ", ".join(f"{k}={getattr(s, k)}" for k in SCHEDULE_KEYS if getattr(s, k) is not None)
         stages.append(f"{config.stage_name(i)}: {s.max_steps} steps" + (f" ({schedule})" if schedule else ""))
     per_step = data.batch_size * accelerator.num_processes * train.gradient_accumulation_steps
-    encoder = {k: v for k, v in config.model.encoder.items()}
     return {
         "objective": objective_title(config),
-        "encoder": json.dumps(encoder, default=str),
+        "encoder": dict(config.model.encoder),  # the model card shows it as JSON; the summary keeps lists as lists
         "stages": "; ".join(stages),
         "data sources": ", ".join(data.sources),
         "crop": f"{config.crop_length} residues, {'random' if data.random_crop else 'first'} window",

@@ -62,21 +62,28 @@ class MetricWindow:
 
 
 class JSONLTracker(GeneralTracker):
-    """accelerate tracker appending one JSON line per `accelerator.log` call (always on, no dependency)."""
+    """accelerate tracker appending one JSON line per `accelerator.log` call (always on, no dependency).
+
+    Its first line holds ``config``, the run config as nested YAML data (lists stay lists): trackers such as
+    tensorboard only take flat scalars (`flat_config`), which is what accelerate hands every tracker.
+    """
 
     name = "jsonl"
     requires_logging_directory = False
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, config: dict[str, Any] | None = None):
         super().__init__()
         self.path = Path(path)
+        self.config = config
 
     @property
     def tracker(self) -> Path:
         return self.path
 
     def store_init_configuration(self, values: dict) -> None:
-        self._write({"event": "start", "time": time.time(), "config": values})
+        nested = self.config if self.config is not None else values
+        extra = {k: v for k, v in values.items() if k not in flat_config_keys(nested)}
+        self._write({"event": "start", "time": time.time(), "config": nested, **extra})
 
     def log(self, values: dict, step: int | None = None, **kwargs) -> None:
         self._write({"step": step, "time": round(time.time(), 3), **values})
@@ -89,7 +96,7 @@ class JSONLTracker(GeneralTracker):
 
 def make_trackers(config: PretrainConfig) -> list[Any]:
     """Return the trackers of a run: the JSONL log, plus ``logging.report_to`` (``auto``: those installed)."""
-    trackers: list[Any] = [JSONLTracker(Path(config.output_dir) / "logs" / "train_log.jsonl")]
+    trackers: list[Any] = [JSONLTracker(Path(config.output_dir) / "logs" / "train_log.jsonl", config.to_dict())]
     for name in config.logging.report_to:
         if name == "auto":
             if is_tensorboard_available():
@@ -103,6 +110,15 @@ def make_trackers(config: PretrainConfig) -> list[Any]:
 
 def flat_config(config: PretrainConfig) -> dict[str, Any]:
     """Return the config flattened to dotted keys with scalar values (what trackers accept as hyperparameters)."""
+    return _flatten(config.to_dict())
+
+
+def flat_config_keys(nested: dict[str, Any]) -> set[str]:
+    """Return the dotted keys `flat_config` makes of nested config data."""
+    return set(_flatten(nested))
+
+
+def _flatten(nested: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
 
     def visit(prefix: str, value: Any) -> None:
@@ -114,7 +130,7 @@ def flat_config(config: PretrainConfig) -> dict[str, Any]:
         else:
             flat[prefix] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
 
-    visit("", config.to_dict())
+    visit("", nested)
     return flat
 
 

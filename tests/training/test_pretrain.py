@@ -111,6 +111,18 @@ def test_quickstart_logs_and_rotation(quickstart_run):
     assert checkpoint_names(output_dir) == ["stage1-step00000003", "stage2-step00000002"]
 
 
+def test_logged_config_keeps_lists_and_bundled_runs_warn(quickstart_run):
+    output_dir, _ = quickstart_run
+    start = read_jsonl(output_dir / "logs" / "train_log.jsonl")[0]
+    assert start["event"] == "start"
+    assert start["config"]["data"]["sources"] == ["bundled"]  # nested and a list, not a JSON string
+    assert isinstance(start["config"]["model"]["encoder"]["hidden_dims"], list)
+    summary = json.loads((output_dir / "stage1" / "model" / "training_summary.json").read_text())
+    assert isinstance(summary["settings"]["encoder"]["hidden_dims"], list)
+    card = (output_dir / "encoder" / "README.md").read_text()
+    assert f"> **Warning:** {siamdiff_hf.hub.BUNDLED_DATA_WARNING}" in card  # bundled data: the card always warns
+
+
 def test_model_card_lists_the_run(quickstart_run):
     output_dir, _ = quickstart_run
     card = (output_dir / "encoder" / "README.md").read_text()
