@@ -13,10 +13,7 @@ import torch.nn.functional as F
 from siamdiff_hf.graph.neighbors import knn_graph, radius_graph
 from siamdiff_hf.protein.constants import NUM_RESIDUE_TYPES
 
-SEQUENTIAL_RELATIONS = 5
-RADIUS_RELATION = SEQUENTIAL_RELATIONS
-KNN_RELATION = SEQUENTIAL_RELATIONS + 1
-NUM_RESIDUE_RELATIONS = SEQUENTIAL_RELATIONS + 2
+SEQUENTIAL_RELATIONS = 5  # with the default sequential_max_distance=2; radius is relation 5, kNN 6
 MAX_SEQUENCE_SEPARATION = 10  # the separation one-hot has slots 0..10
 ZERO_LENGTH = 1e-10  # spatial edges shorter than this are dropped (TorchDrug)
 
