@@ -14,8 +14,8 @@ from siamdiff_hf import ProteinStructureProcessor, SiamDiffConfig, SiamDiffForPr
 from siamdiff_hf.models.esm_gearnet import EsmGearNetConfig, EsmGearNetModel, esm2_config, esm_parameter_groups
 from siamdiff_hf.models.esm_gearnet.modeling_esm_gearnet import plan_windows
 from siamdiff_hf.models.gearnet import GearNetModel
+from siamdiff_hf.protein import Protein, parse_structure
 from siamdiff_hf.protein.processor import esm_tokenizer
-from siamdiff_hf.protein.structure import Protein, parse_structure
 
 DATA = Path(__file__).parents[1] / "data"
 TINY_ESM = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)

@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def load_atom37(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return residue_type (L,), atom_positions (L, 37, 3) float64 and atom_mask (L, 37) of a test chain."""
     try:
-        from siamdiff_hf.protein.structure import parse_structure
+        from siamdiff_hf.protein import parse_structure
     except ImportError:
         return _read_pdb(name)
     protein = parse_structure(DATA / name)
