@@ -21,6 +21,7 @@ import importlib
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import error_message, exit_code
 
@@ -69,6 +70,47 @@ def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
 def add_output_dir_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``-o/--output DIR``: the run folder, the same as the override ``output_dir=DIR`` (it wins over one)."""
     parser.add_argument("-o", "--output", metavar="DIR", help="run folder (the same as output_dir=DIR)")
+
+
+def add_run_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """Add what a YAML run-config command (``pretrain``, ``finetune``) starts with: the config, overrides, ``-o``."""
+    parser.add_argument("config", help=config_help)
+    add_overrides_argument(parser)
+    add_output_dir_argument(parser)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser, folder: str) -> None:
+    """Add ``--push-to-hub`` (uploads ``OUTPUT_DIR/folder``), ``--private`` and ``--dry-run`` of a run command."""
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help=f"upload OUTPUT_DIR/{folder} to this Hub repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--dry-run", action="store_true", help="validate the config, print it and exit")
+
+
+def run_config_command(
+    args: argparse.Namespace,
+    load: Callable[[list[str]], Any],
+    train: Callable[[Any], int],
+    extra_overrides: Sequence[str] = (),
+) -> int:
+    """Load a run config with the command's overrides, then print it (``--dry-run``) or ``train`` it.
+
+    A `ConfigError` prints ``config error: WHY`` to stderr and returns 2; ``--private`` sets ``export.private``.
+    """
+    import yaml
+
+    from .training.config_io import ConfigError
+
+    try:
+        config = load([*config_overrides(args), *extra_overrides])
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    if args.private:
+        config.export.private = True
+    if args.dry_run:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    return train(config)
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:

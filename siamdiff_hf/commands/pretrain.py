@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import add_export_arguments, add_run_config_arguments, run_config_command
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,9 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "key=value pairs (output_dir=runs/a stages.0.max_steps=5 data.batch_size=4). The final encoder lands in "
         "OUTPUT_DIR/encoder. SIGTERM/SIGINT save a checkpoint before exiting; --resume continues from it.",
     )
-    parser.add_argument("config", help="YAML run config (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
-    parser.add_argument("-o", "--output", metavar="DIR", help="run folder (the same as output_dir=DIR)")
+    add_run_config_arguments(parser, "YAML run config (see configs/)")
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -25,31 +25,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="latest|PATH",
         help="continue from the newest checkpoint in OUTPUT_DIR/checkpoints (or from PATH)",
     )
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUTPUT_DIR/encoder to this Hub repo")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--dry-run", action="store_true", help="validate the config, print it and exit")
-    parser.set_defaults(func=run, overrides_anywhere=True)  # cli.main collects key=value from anywhere on the line
+    add_export_arguments(parser, "encoder")
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
+    from ..training.config import load_config
 
-    from ..training.config import ConfigError, load_config
+    return run_config_command(args, lambda overrides: load_config(args.config, overrides), lambda c: _pretrain(c, args))
 
-    overrides = list(args.overrides)
-    if args.output:
-        overrides.append(f"output_dir={args.output}")
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
-    if args.private:
-        config.export.private = True
-    if args.dry_run:
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        return 0
 
+def _pretrain(config, args: argparse.Namespace) -> int:
     from ..training import TrainingInterrupted, pretrain
 
     try:
