@@ -25,6 +25,7 @@ from transformers import EsmConfig, EsmModel
 
 from ..errors import CheckpointError
 from ..models.esm_gearnet import EsmGearNetConfig, EsmGearNetModel, esm2_config
+from .loading import load_converted_weights
 from .torchdrug import extract_gearnet_state_dict, infer_gearnet_config
 
 logger = logging.getLogger(__name__)
@@ -138,20 +139,12 @@ def map_fair_esm_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 def _load_esm_weights(model: EsmModel, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load renamed fair-esm weights into `model`; a missing contact head (separate file) is allowed."""
-    mapped = map_fair_esm_keys(state_dict)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(mapped))
-    unexpected = sorted(set(mapped) - set(expected))
-    wrong = sorted(k for k in expected.keys() & mapped.keys() if expected[k].shape != mapped[k].shape)
     optional = {"contact_head.regression.weight", "contact_head.regression.bias", "rotary_embeddings.inv_freq"}
-    if set(missing) - optional or unexpected or wrong:
-        raise CheckpointError(
-            f"ESM weights do not fit the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"wrong shapes {wrong[:5]}"
-        )
+    missing = load_converted_weights(
+        model, map_fair_esm_keys(state_dict), "ESM weights do not fit the architecture", optional
+    )
     if missing:
         logger.warning("not in the checkpoint, left at their initial values: %s", ", ".join(missing))
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in mapped.items()}, strict=False)
 
 
 def convert_fair_esm(

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..models.gvp import GVPConfig, GVPModel
+from .loading import load_converted_weights
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +96,5 @@ def convert_gvp_state_dict(state_dict: Mapping[str, torch.Tensor], **overrides) 
     encoder = extract_gvp_state_dict(state_dict)
     config = infer_gvp_config(encoder, **overrides)
     model = GVPModel(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(encoder))
-    unexpected = sorted(set(encoder) - set(expected))
-    wrong = sorted(k for k in expected.keys() & encoder.keys() if expected[k].shape != encoder[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"GVP state dict does not fit the inferred architecture: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, wrong shapes {[(k, tuple(encoder[k].shape)) for k in wrong[:5]]}"
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in encoder.items()}, strict=True)
+    load_converted_weights(model, encoder, "GVP state dict does not fit the inferred architecture")
     return model.eval()

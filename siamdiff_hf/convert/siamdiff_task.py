@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 from ..diffusion import StructureNoiseSchedule
 from ..errors import CheckpointError
 from ..models import STAGES, SiamDiffConfig, SiamDiffForPreTraining
+from .loading import load_converted_weights
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +97,7 @@ def convert_siamdiff_task_state_dict(
     )
     model = SiamDiffForPreTraining(config)
     weights = {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **heads}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = sorted(k for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"the task's heads do not fit a {encoder.output_dim}-wide encoder: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, wrong shapes {[(k, tuple(weights[k].shape)) for k in wrong[:5]]}"
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()}, strict=True)
+    load_converted_weights(model, weights, f"the task's heads do not fit a {encoder.output_dim}-wide encoder")
     ignored = sorted(set(state_dict) - set(heads) - {"alphas"} - {k for k in state_dict if k.startswith("model.")})
     if ignored:
         logger.warning("ignored %d task keys outside model.* and the heads (e.g. %s)", len(ignored), ignored[0])

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import CheckpointError  # also importable from here, its first home
 from ..models.gearnet import GearNetConfig, GearNetModel
+from .loading import load_converted_weights
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +101,5 @@ def convert_gearnet_state_dict(
     encoder = extract_gearnet_state_dict(state_dict)
     config = infer_gearnet_config(encoder, level, **overrides)
     model = GearNetModel(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(encoder))
-    unexpected = sorted(set(encoder) - set(expected))
-    wrong = [k for k in expected.keys() & encoder.keys() if expected[k].shape != encoder[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"state dict does not fit the inferred architecture: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, wrong shapes {wrong[:5]}"
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in encoder.items()}, strict=True)
+    load_converted_weights(model, encoder, "state dict does not fit the inferred architecture")
     return model.eval()
