@@ -318,6 +318,23 @@ def _frame(item: dict[str, Any], key: str, name: str, skips: _Skips) -> AtomFram
     return value
 
 
+def _item_frames(
+    lmdb: Atom3DLMDB, index: int, keys: tuple[str, ...], skips: _Skips
+) -> tuple[dict[str, Any], str, list[AtomFrame]] | None:
+    """Return item ``index``, its name for messages and its atom frames ``keys``; None once one is unreadable."""
+    item = _lmdb_item(lmdb, index, skips)
+    name = f"{lmdb.path}[{index}]"
+    if item is None:
+        return None
+    frames = []
+    for key in keys:
+        frame = _frame(item, key, name, skips)
+        if frame is None:
+            return None
+        frames.append(frame)
+    return item, name, frames
+
+
 def _protein(frame: AtomFrame, name: str, id: str, skips: _Skips) -> Protein | None:
     try:
         protein = protein_from_atoms(frame, id=id, source=name)
@@ -347,11 +364,10 @@ def _convert_deepfri(spec: dict[str, Any], chain: str, options: dict[str, Any], 
 
 def _convert_psr(lmdb: Atom3DLMDB, index: int, options: dict[str, Any], skips: _Skips):
     """PSR: one decoy; label ``scores["gdt_ts"]``; ``target``/``decoy`` from ATOM3D's id ``"('T0759', 'decoy')"``."""
-    item = _lmdb_item(lmdb, index, skips)
-    name = f"{lmdb.path}[{index}]"
-    frame = None if item is None else _frame(item, "atoms", name, skips)
-    if frame is None:
+    read = _item_frames(lmdb, index, ("atoms",), skips)
+    if read is None:
         return
+    item, name, (frame,) = read
     try:
         gdt_ts = float(item["scores"]["gdt_ts"])
     except (KeyError, TypeError, ValueError):
@@ -379,14 +395,10 @@ def _target_and_decoy(item: dict[str, Any], frame: AtomFrame) -> tuple[str, str]
 
 def _convert_msp(lmdb: Atom3DLMDB, index: int, options: dict[str, Any], skips: _Skips):
     """MSP: (original, mutated); mutated residues = rows whose types differ; optional window around the first."""
-    item = _lmdb_item(lmdb, index, skips)
-    name = f"{lmdb.path}[{index}]"
-    if item is None:
+    read = _item_frames(lmdb, index, ("original_atoms", "mutated_atoms"), skips)
+    if read is None:
         return
-    original = _frame(item, "original_atoms", name, skips)
-    mutated = None if original is None else _frame(item, "mutated_atoms", name, skips)
-    if mutated is None:
-        return
+    item, name, (original, mutated) = read
     mutation = str(item.get("id", index))
     wt = _protein(original, f"{name}:original_atoms", mutation, skips)
     mt = None if wt is None else _protein(mutated, f"{name}:mutated_atoms", mutation, skips)
@@ -424,14 +436,10 @@ def msp_window(length: int, mutated: int, max_length: int | None) -> tuple[int, 
 
 def _convert_pip(lmdb: Atom3DLMDB, index: int, options: dict[str, Any], skips: _Skips):
     """PIP: per ensemble, sampled positive and negative residue pairs, each side cropped around its residue."""
-    item = _lmdb_item(lmdb, index, skips)
-    name = f"{lmdb.path}[{index}]"
-    if item is None:
+    read = _item_frames(lmdb, index, ("atoms_pairs", "atoms_neighbors"), skips)
+    if read is None:
         return
-    pairs = _frame(item, "atoms_pairs", name, skips)
-    neighbors = None if pairs is None else _frame(item, "atoms_neighbors", name, skips)
-    if neighbors is None:
-        return
+    _, name, (pairs, neighbors) = read
     for e, ensemble in enumerate(np.unique(pairs["ensemble"]).tolist()):
         rng = np.random.default_rng([int(options["seed"]), index, e])
         yield from _pip_ensemble(pairs, neighbors, str(ensemble), rng, options, f"{name}:{ensemble}", skips)
@@ -529,13 +537,11 @@ def pip_crop(protein: Protein, row: int, radius: float = 30.0) -> tuple[Protein,
 
 def _convert_res(lmdb: Atom3DLMDB, index: int, options: dict[str, Any], skips: _Skips):
     """RES: one row per environment (``subunit_indices``); the target's type is the label and is hidden."""
-    item = _lmdb_item(lmdb, index, skips)
-    name = f"{lmdb.path}[{index}]"
-    frame = None if item is None else _frame(item, "atoms", name, skips)
-    labels = None if frame is None else item.get("labels")
-    environments = None if frame is None else item.get("subunit_indices")
-    if frame is None:
+    read = _item_frames(lmdb, index, ("atoms",), skips)
+    if read is None:
         return
+    item, name, (frame,) = read
+    labels, environments = item.get("labels"), item.get("subunit_indices")
     if not isinstance(labels, AtomFrame) or "subunit" not in labels or not isinstance(environments, list):
         skips.skip("corrupt_item", f"{name}: no 'labels' frame with 'subunit' or no 'subunit_indices'")
         return
