@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import ExportConfig
 from .config_io import ConfigError, build_dataclass, check_keys, init_parameters, positive, read_config_mapping
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
@@ -93,13 +94,8 @@ class FinetuneDataConfig:
 
 
 @dataclass
-class FinetuneExportConfig:
-    """Model card text and the optional Hub upload of ``OUTPUT_DIR/model``."""
-
-    push_to_hub: str | None = None
-    private: bool = False
-    title: str | None = None
-    description: str | None = None
+class FinetuneExportConfig(ExportConfig):
+    """Model card text and the optional Hub upload of ``OUTPUT_DIR/model``: the fields of `ExportConfig`."""
 
 
 @dataclass
