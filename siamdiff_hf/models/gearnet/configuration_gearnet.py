@@ -5,14 +5,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from ..configuration_heads import set_head_options
-from ..configuration_utils import (
-    check_activation,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
-    check_int_list,
-)
+from ..configuration_utils import check_activation, check_bool, check_choice, check_float, check_int, check_int_list
 
 # The paper's two GearNet-Edge models: SiamDiff `config/pretrain/res_gearnet_1st.yaml` (residue: model and
 # `graph_construction_model`) and `config/pretrain/gearnet_1st.yaml` (atom).

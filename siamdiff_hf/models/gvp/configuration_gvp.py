@@ -6,14 +6,7 @@ from transformers import PretrainedConfig
 
 from ...protein.constants import NUM_RESIDUE_FEATURES
 from ..configuration_heads import set_head_options
-from ..configuration_utils import (
-    check_activation,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
-    check_int_list,
-)
+from ..configuration_utils import check_activation, check_bool, check_choice, check_float, check_int, check_int_list
 
 
 class GVPConfig(PretrainedConfig):
