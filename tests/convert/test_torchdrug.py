@@ -93,6 +93,7 @@ def test_cli_convert_then_embed(tmp_path, capsys):
         assert (tmp_path / "hf" / name).exists(), name
     assert "siamdiff-hf" in (tmp_path / "hf" / "README.md").read_text()
     assert isinstance(AutoModel.from_pretrained(tmp_path / "hf"), GearNetModel)
+    capsys.readouterr()  # the successful run's output (transformers' progress bars unless disabled) is not the error
     assert main(["convert-torchdrug", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x")]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("siamdiff-hf convert-torchdrug: error:") and "missing.pth" in error and "\n" not in error
