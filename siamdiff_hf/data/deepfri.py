@@ -93,14 +93,21 @@ def _chain_of_file(name: str) -> str | None:
     return None
 
 
+def _chain_key(chain: str) -> str:
+    """Return the lookup key of a chain id: the PDB code upper-cased, the chain kept as it is (``1abc-a`` ->
+    ``1ABC-a``). Chain ids are case-sensitive: the released lists hold both ``3H4P-A`` and ``3H4P-a``."""
+    code, dash, name = chain.partition("-")
+    return code.upper() + dash + name
+
+
 def _index_structures(folder: Path) -> dict[str, str]:
-    """Return chain id (upper case) -> file for the structure files directly inside ``folder``."""
+    """Return chain key (`_chain_key`) -> file for the structure files directly inside ``folder``."""
     index: dict[str, str] = {}
     with os.scandir(folder) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             chain = _chain_of_file(entry.name) if entry.is_file() else None
             if chain is not None:
-                index.setdefault(chain.upper(), entry.path)
+                index.setdefault(_chain_key(chain), entry.path)
     return index
 
 
@@ -153,11 +160,11 @@ def read_split(
             counts["removed_by_cutoff"] += 1
         elif chain not in positives:
             counts["missing_annotation"] += 1
-        elif chain.upper() not in structures:
+        elif _chain_key(chain) not in structures:
             counts["missing_structure"] += 1
         else:
             result.chains.append(chain)
-            result.files[chain] = structures[chain.upper()]
+            result.files[chain] = structures[_chain_key(chain)]
             result.positives[chain] = positives[chain]
     result.counts = counts
     result.source_files.extend(result.files[c] for c in result.chains)

@@ -4,11 +4,13 @@
   (stripped names, ``' '`` for a blank insertion code / altloc / hetero flag, ``W`` / ``H_XXX`` hetero flags).
 - `write_atom3d_lmdb`: an LMDB in ATOM3D's layout (``num_examples``, ``serialization_format``, ``id_to_idx``,
   item *i* at ``str(i)`` as gzip-compressed JSON, with the ``types`` dict marking DataFrames).
-- `write_deepfri`: a DeepFRI / TorchDrug EC or GO folder (annotation TSV, split lists, test CSV, chain PDBs).
+- `write_deepfri`: a DeepFRI / TorchDrug EC or GO folder (annotation TSV and test CSV written with `csv.writer`
+  as DeepFRI's scripts write them, split lists, chain PDBs).
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -117,26 +119,24 @@ def write_deepfri(
     """
     root.mkdir(parents=True, exist_ok=True)
     prefix = "nrPDB-EC_2020.04" if task == "ec" else "nrPDB-GO_2019.06.18"
-    with open(root / f"{prefix}_annot.tsv", "w") as f:
+    # DeepFRI's `create_nrPDB_{EC,GO}_annot.py` write both files with `csv.writer` (CRLF line ends, fields quoted
+    # when they hold a quote), the split lists with plain "\n" lines.
+    with open(root / f"{prefix}_annot.tsv", "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
         if task == "ec":
-            f.write("### EC-numbers\n" + "\t".join(terms) + "\n### PDB-chain\tEC-numbers\n")
-            for pdb, ec in annotations.items():
-                f.write(f"{pdb}\t{ec}\n")
+            writer.writerows([["### EC-numbers"], terms, ["### PDB-chain", "EC-numbers"]])
+            writer.writerows([pdb, ec] for pdb, ec in annotations.items())
         else:
-            branches = (("MF", "molecular_function"), ("BP", "biological_process"), ("CC", "cellular_component"))
-            for branch, long in branches:
-                f.write(f"### GO-terms ({long})\n" + "\t".join(terms[branch]) + "\n")
-                f.write(f"### GO-names ({long})\n" + "\t".join(f"name of {t}" for t in terms[branch]) + "\n")
-            f.write(
-                "### PDB-chain\tGO-terms (molecular_function)\tGO-terms (biological_process)\t"
-                "GO-terms (cellular_component)\n"
-            )
-            for pdb, (mf, bp, cc) in annotations.items():
-                f.write(f"{pdb}\t{mf}\t{bp}\t{cc}\n")
-    with open(root / f"{prefix}_test.csv", "w") as f:
-        f.write("PDB-chain,<30%,<40%,<50%,<70%,<95%\n")
-        for pdb, flags in cutoffs.items():
-            f.write(pdb + "," + ",".join(str(int(x)) for x in flags) + "\n")
+            longs = {"MF": "molecular_function", "BP": "biological_process", "CC": "cellular_component"}
+            for branch, long in longs.items():
+                names = [f'"{t}" name, with a comma' for t in terms[branch]]
+                writer.writerows([[f"### GO-terms ({long})"], terms[branch], [f"### GO-names ({long})"], names])
+            writer.writerow(["### PDB-chain", *(f"GO-terms ({long})" for long in longs.values())])
+            writer.writerows([pdb, *branches] for pdb, branches in annotations.items())
+    with open(root / f"{prefix}_test.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["PDB-chain", "<30%", "<40%", "<50%", "<70%", "<95%"])
+        writer.writerows([pdb, *(int(x) for x in flags)] for pdb, flags in cutoffs.items())
     for split, members in splits.items():
         (root / f"{prefix}_{split}.txt").write_text("".join(f"{pdb}\n" for pdb in members))
         folder = root / split if layout == "torchdrug" else root / "structures"

@@ -82,6 +82,21 @@ def test_multi_chain_file_keeps_the_named_chain(tmp_path):
     assert set(ds[0]["chain_id"]) == {"D"} and ds[0]["length"] == parse_structure(DATA / "1mr1D.pdb.gz").length
 
 
+def test_chain_ids_differing_only_in_case_get_their_own_structure(tmp_path):
+    # The released lists hold such pairs (EC: 3H4P-A / 3H4P-a; GO: 233 of them); the PDB code is case-insensitive.
+    splits = {"train": {"2XDG-A": "2xdgA.pdb.gz", "2XDG-a": "2xcjA.pdb.gz", "1MR1-D": "1mr1D.pdb.gz"}}
+    annotations = {"2XDG-A": "1.1.1.1", "2XDG-a": "2.7.11.1", "1MR1-D": "3.2.1.17", "1MR1-d": "3.2.1.17"}
+    root = write_deepfri(tmp_path / "ec", "ec", splits, annotations, EC_TERMS, {})
+    (root / "structures" / "1MR1-D.pdb.gz").rename(root / "structures" / "1mr1-D.pdb.gz")  # lower-case PDB code
+    (root / "nrPDB-EC_2020.04_train.txt").write_text("2XDG-A\n2XDG-a\n1MR1-D\n1MR1-d\n")
+    split = read_split(root, "ec", "train")
+    assert split.chains == ["2XDG-A", "2XDG-a", "1MR1-D"] and split.counts["missing_structure"] == 1  # no 1MR1-d
+    assert Path(split.files["2XDG-a"]).name == "2XDG-a.pdb.gz" and Path(split.files["1MR1-D"]).name == "1mr1-D.pdb.gz"
+    with pytest.warns(DownstreamDataWarning, match="missing_structure 1"):
+        ds = load_downstream("ec", root, "train", cache_dir=tmp_path / "c")
+    assert ds[1]["length"] == parse_structure(DATA / "2xcjA.pdb.gz").length != ds[0]["length"]
+
+
 def test_task_table_and_features():
     assert {t: TASKS[t].num_labels for t in TASKS} == {
         "ec": 538, "go-bp": 1943, "go-mf": 489, "go-cc": 320, "psr": 1, "msp": 1, "pip": 1, "res": 20,
