@@ -253,6 +253,10 @@ class Protein:
             raise InvalidStructureError(source, f"residue_type outside 0..{C.UNKNOWN_RESIDUE}")
         if not self.atom_mask[:, C.CA_INDEX].all():
             raise InvalidStructureError(source, f"{self._describe(~self.atom_mask[:, C.CA_INDEX])} without CA atom")
+        # Fast path: every coordinate, present or not, finite and in range (NaN fails both comparisons). Only
+        # when that fails are the present atoms gathered to tell NaN/inf from far away (absent ones may be junk).
+        if self.atom_positions.min() >= -MAX_ABS_COORDINATE and self.atom_positions.max() <= MAX_ABS_COORDINATE:
+            return self
         present = self.atom_positions[self.atom_mask]  # (n_atoms, 3)
         finite = np.isfinite(present).all(axis=-1)
         if not finite.all():

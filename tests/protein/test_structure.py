@@ -400,6 +400,16 @@ def test_validate_in_memory():
     with pytest.raises(InvalidStructureError, match=r"NaN/inf.*chain 'A' residue 3A"):
         bad.validate("mine")
     bad = protein.take(slice(None))
+    bad.atom_positions[2, C.CA_INDEX, 0] = 2e4
+    with pytest.raises(InvalidStructureError, match=r"absurd.*1 residue\(s\) \(first: chain 'A' residue 3\)"):
+        bad.validate()
+    # coordinates of absent atoms are not checked: NaN or far-away junk there is not an error
+    junk = protein.take(slice(None))
+    absent = ~junk.atom_mask
+    assert absent.any()
+    junk.atom_positions[absent] = np.where(np.arange(absent.sum())[:, None] % 2, np.nan, 1e9)
+    assert junk.validate() is junk
+    bad = protein.take(slice(None))
     bad.atom_mask[0, C.CA_INDEX] = False
     with pytest.raises(InvalidStructureError, match="without CA"):
         bad.validate()
