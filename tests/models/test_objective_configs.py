@@ -41,14 +41,18 @@ def test_config_validates_with_the_papers_settings(path):
     )
     assert objective.level == level
     batch = config.data.batch_size
-    table5 = {  # paper Table 5: batch per GPU (residue, atom), learning rate
-        "residue_type_prediction": ((96, 64), 1e-3), "distance_prediction": ((128, 64), 1e-3),
-        "angle_prediction": ((96, 64), 1e-3), "dihedral_prediction": ((96, 64), 1e-3),
-        "multiview_contrast": ((96, 64), 1e-3), "denoising_score_matching": ((12, 12), 1e-4),
+    table5 = {  # paper Table 5: batch per GPU (residue, atom), learning rate, max length (None: no crop)
+        "residue_type_prediction": ((96, 64), 1e-3, 100), "distance_prediction": ((128, 64), 1e-3, 100),
+        "angle_prediction": ((96, 64), 1e-3, 100), "dihedral_prediction": ((96, 64), 1e-3, 100),
+        "multiview_contrast": ((96, 64), 1e-3, None), "denoising_score_matching": ((12, 12), 1e-4, 200),
     }  # fmt: skip
     if config.model.objective in table5:
-        batches, lr = table5[config.model.objective]
+        batches, lr, max_length = table5[config.model.objective]
         assert batch == batches[level == "atom"] and config.optimizer.learning_rate == lr
+        if max_length is None:  # multiview contrast crops its own views; the loader truncates nothing
+            assert config.data.crop_length >= 10_000
+        else:
+            assert config.data.crop_length == max_length and config.data.random_crop
     if config.model.objective == "siamdiff":
         assert batch == (64 if not objective.use_mutual_information else 32)
         assert config.data.crop_length == 100 and config.optimizer.learning_rate == 1e-4
