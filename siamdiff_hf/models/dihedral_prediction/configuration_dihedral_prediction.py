@@ -29,5 +29,7 @@ class DihedralPredictionConfig(AnglePredictionConfig):
         num_mlp_layer: int = 2,
         **kwargs,
     ):
-        # Spelt out (not inherited) so that transformers sees this class's own arguments.
+        # Spelt out, not inherited: transformers 5 makes each config class a dataclass and generates an `__init__`
+        # for one without its own, which would bypass AnglePredictionConfig's (encoder_config left a dict, the
+        # level read as residue, no validation).
         super().__init__(encoder_config, level, num_sample, num_class, num_mlp_layer, **kwargs)
