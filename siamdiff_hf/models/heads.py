@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+from transformers.utils import ModelOutput
 
 from ..graph import scatter_rows
 from ..protein.constants import CA_INDEX
@@ -107,6 +108,9 @@ class ProteinTaskModel(ProteinPreTrainedModel):
     """
 
     encoder_class: ClassVar[type[nn.Module]]
+    #: the transformers output class, and what one row of logits (and of labels) is: "protein", "residue" or "pair"
+    output_class: ClassVar[type[ModelOutput]]
+    label_unit: ClassVar[str]
     #: input width of the MLP in multiples of the encoder width (2 for pairs: both sides concatenated)
     head_input_factor: ClassVar[int] = 1
 
@@ -166,10 +170,23 @@ class ProteinTaskModel(ProteinPreTrainedModel):
         return frozenset(inspect.signature(self.base_model.forward).parameters)
 
     def run_encoder(
-        self, residue_type, atom_positions, atom_mask, batch, output_hidden_states=None, suffix: str = "", **extra
+        self,
+        residue_type: torch.Tensor | None,
+        atom_positions: torch.Tensor | None,
+        atom_mask: torch.Tensor | None,
+        batch: torch.Tensor | None,
+        chain_index: torch.Tensor | None = None,
+        residue_index: torch.Tensor | None = None,
+        esm_input_ids: torch.Tensor | None = None,
+        hidden_residue_types: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        suffix: str = "",
     ):
-        """Run the encoder on one packed batch; `None` inputs are left out, unknown ones named in an error."""
-        inputs = {k: v for k, v in extra.items() if v is not None}
+        """Return the encoder's output on one packed batch; `None` optional inputs are left out, inputs the
+        encoder does not take are named (with `suffix`, a pair side's) in an error, as are missing required ones."""
+        optional = dict(chain_index=chain_index, residue_index=residue_index, esm_input_ids=esm_input_ids,
+                        hidden_residue_types=hidden_residue_types)  # fmt: skip
+        inputs = {k: v for k, v in optional.items() if v is not None}
         unknown = sorted(set(inputs) - self._encoder_arguments)
         if unknown:
             names = ", ".join(f"{k}{suffix}" for k in unknown)
@@ -235,7 +252,13 @@ class ProteinTaskModel(ProteinPreTrainedModel):
             return F.mse_loss(logits, labels)
         return F.binary_cross_entropy_with_logits(logits, labels)
 
-    def _return(self, output, return_dict: bool | None):
+    def head_output(self, features: torch.Tensor, labels: torch.Tensor | None, return_dict: bool | None,
+                    hidden_states: tuple | None = None) -> ModelOutput | tuple:  # fmt: skip
+        """Return the head's output for MLP inputs `features` (rows = `label_unit`s): logits, and the loss first
+        when `labels` are given; a tuple unless `return_dict` (default: the config's)."""
+        logits = self.predict(features)
+        loss = self.loss(logits, labels, self.label_unit) if labels is not None else None
+        output = self.output_class(loss=loss, logits=logits, hidden_states=hidden_states)
         use_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if use_dict else output.to_tuple()
 
@@ -247,6 +270,9 @@ class ProteinClassificationModel(ProteinTaskModel):
     (B, num_labels) and, given `labels` ((B, num_labels) float for multi-label / regression, (B,) also for one
     label; (B,) integer for single-label), `loss` first.
     """
+
+    output_class = SequenceClassifierOutput
+    label_unit = "protein"
 
     def forward(
         self,
@@ -263,14 +289,9 @@ class ProteinClassificationModel(ProteinTaskModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         """Predict one row of logits per protein of a packed batch (the processor's or collator's tensors)."""
-        encoded = self.run_encoder(
-            residue_type, atom_positions, atom_mask, batch, output_hidden_states, chain_index=chain_index,
-            residue_index=residue_index, esm_input_ids=esm_input_ids, hidden_residue_types=hidden_residue_types,
-        )  # fmt: skip
-        logits = self.predict(encoded.protein_embeddings)
-        loss = self.loss(logits, labels, "protein") if labels is not None else None
-        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
-        return self._return(output, return_dict)
+        encoded = self.run_encoder(residue_type, atom_positions, atom_mask, batch, chain_index, residue_index,
+                                   esm_input_ids, hidden_residue_types, output_hidden_states)  # fmt: skip
+        return self.head_output(encoded.protein_embeddings, labels, return_dict, encoded.hidden_states)
 
 
 class ResidueClassificationModel(ProteinTaskModel):
@@ -279,6 +300,9 @@ class ResidueClassificationModel(ProteinTaskModel):
     Registered with `AutoModelForTokenClassification`. Returns `TokenClassifierOutput` with packed `logits`
     (L, num_labels), one row per residue of the batch, and `loss` given `labels` (L,) (-100 = not scored).
     """
+
+    output_class = TokenClassifierOutput
+    label_unit = "residue"
 
     def forward(
         self,
@@ -295,19 +319,14 @@ class ResidueClassificationModel(ProteinTaskModel):
         return_dict: bool | None = None,
     ) -> TokenClassifierOutput | tuple:
         """Predict one row of logits per residue of a packed batch."""
-        encoded = self.run_encoder(
-            residue_type, atom_positions, atom_mask, batch, output_hidden_states, chain_index=chain_index,
-            residue_index=residue_index, esm_input_ids=esm_input_ids, hidden_residue_types=hidden_residue_types,
-        )  # fmt: skip
+        encoded = self.run_encoder(residue_type, atom_positions, atom_mask, batch, chain_index, residue_index,
+                                   esm_input_ids, hidden_residue_types, output_hidden_states)  # fmt: skip
         if self.config.residue_pooling == "ca":
             nodes = ca_nodes(atom_mask, self.config.level, encoded.node_embeddings.shape[0])
             features = encoded.node_embeddings[nodes]
         else:
             features = encoded.residue_embeddings
-        logits = self.predict(features)
-        loss = self.loss(logits, labels, "residue") if labels is not None else None
-        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
-        return self._return(output, return_dict)
+        return self.head_output(features, labels, return_dict, encoded.hidden_states)
 
 
 class PairClassificationModel(ProteinTaskModel):
@@ -323,6 +342,8 @@ class PairClassificationModel(ProteinTaskModel):
     `SequenceClassifierOutput` with `logits` (B, num_labels) (no `hidden_states`).
     """
 
+    output_class = SequenceClassifierOutput
+    label_unit = "pair"
     head_input_factor = 2
     main_input_name = "residue_type_1"
 
@@ -352,24 +373,20 @@ class PairClassificationModel(ProteinTaskModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         """Predict one row of logits per pair (side 1, side 2)."""
-        sides = (
-            ("_1", residue_type_1, atom_positions_1, atom_mask_1, batch_1, selection_1, selection_batch_1,
-             dict(chain_index=chain_index_1, residue_index=residue_index_1, esm_input_ids=esm_input_ids_1,
-                  hidden_residue_types=hidden_residue_types_1)),
-            ("_2", residue_type_2, atom_positions_2, atom_mask_2, batch_2, selection_2, selection_batch_2,
-             dict(chain_index=chain_index_2, residue_index=residue_index_2, esm_input_ids=esm_input_ids_2,
-                  hidden_residue_types=hidden_residue_types_2)),
+        sides = (  # (suffix, the encoder's inputs in `run_encoder` order, the residues to pool)
+            ("_1", (residue_type_1, atom_positions_1, atom_mask_1, batch_1, chain_index_1, residue_index_1,
+                    esm_input_ids_1, hidden_residue_types_1), selection_1, selection_batch_1),
+            ("_2", (residue_type_2, atom_positions_2, atom_mask_2, batch_2, chain_index_2, residue_index_2,
+                    esm_input_ids_2, hidden_residue_types_2), selection_2, selection_batch_2),
         )  # fmt: skip
         num_pairs = [None if b is None else (int(b.max()) + 1 if b.numel() else 0) for b in (batch_1, batch_2)]
         if num_pairs[0] != num_pairs[1]:
             raise ValueError(f"batch_1 holds {num_pairs[0]} structures but batch_2 {num_pairs[1]}: one pair each")
         pooled = []
-        for suffix, residue_type, positions, mask, batch, selection, selection_batch, extra in sides:
-            encoded = self.run_encoder(residue_type, positions, mask, batch, suffix=suffix, **extra)
-            pooled.append(self.pool(encoded, mask, batch, selection, selection_batch, num_pairs[0], suffix))
-        logits = self.predict(torch.cat(pooled, dim=-1))
-        loss = self.loss(logits, labels, "pair") if labels is not None else None
-        return self._return(SequenceClassifierOutput(loss=loss, logits=logits), return_dict)
+        for suffix, side, selection, selection_batch in sides:
+            encoded = self.run_encoder(*side, suffix=suffix)
+            pooled.append(self.pool(encoded, side[2], side[3], selection, selection_batch, num_pairs[0], suffix))
+        return self.head_output(torch.cat(pooled, dim=-1), labels, return_dict)
 
     def pool(self, encoded, atom_mask, batch, selection, selection_batch, num_pairs: int, suffix: str) -> torch.Tensor:
         """Return (B, D) each pair's embedding on one side: its selected residues pooled by `pair_pooling`."""

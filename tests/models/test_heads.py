@@ -201,6 +201,18 @@ def test_residue_head_ignores_minus_100_and_uses_the_ca_node(inputs):
     )
 
 
+@pytest.mark.parametrize(("num_labels", "problem_type"), [(1, "regression"), (3, "multi_label_classification")])
+def test_residue_head_float_labels_skip_rows_marked_minus_100(num_labels, problem_type, inputs):
+    model = build("gearnet-residue", 2, num_labels=num_labels, problem_type=problem_type)
+    num_residues = inputs["residue_type"].shape[0]
+    labels = torch.rand(num_residues, num_labels)
+    labels[::3] = -100
+    keep = labels[:, 0] != -100
+    out = model(**inputs, labels=labels.squeeze(-1) if num_labels == 1 else labels)
+    loss = F.mse_loss if problem_type == "regression" else F.binary_cross_entropy_with_logits
+    assert torch.allclose(out.loss, loss(out.logits[keep], labels[keep]))
+
+
 def pair_inputs(inputs, selection_1, selection_2):
     """Pairs (protein i of `inputs`, protein i of `inputs` with coordinates shifted): the collator's layout."""
     batch = {f"{k}_1": v for k, v in inputs.items()}
@@ -280,10 +292,11 @@ def test_bad_labels_give_one_line_errors_naming_labels(inputs):
 
 
 # --- invariance and batching --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "kind"), [("gearnet-residue", 1), ("gearnet-atom", 2), ("gvp", 1), ("gvp", 3),
-                                            ("esm-gearnet", 1)])  # fmt: skip
-def test_logits_invariant_to_rotation_and_translation(name, kind, inputs):
-    model = build(name, kind, num_labels=3, pair_pooling="ca").double()
+# every head level (1 protein, 2 residue, 3 pair with MSP's mean or PIP's CA pooling) of every encoder
+@pytest.mark.parametrize("name", list(ENCODERS))
+@pytest.mark.parametrize(("kind", "pooling"), [(1, "ca"), (2, "ca"), (2, "mean"), (3, "mean"), (3, "ca")])
+def test_logits_invariant_to_rotation_and_translation(name, kind, pooling, inputs):
+    model = build(name, kind, num_labels=3, pair_pooling=pooling, residue_pooling=pooling).double()
     batch = to64(inputs)
     if kind == 3:
         batch = pair_inputs(batch, [2, 80], [5, 90])
@@ -298,12 +311,18 @@ def test_logits_invariant_to_rotation_and_translation(name, kind, inputs):
     assert torch.allclose(logits, moved_logits, atol=1e-8, rtol=1e-8)
 
 
-@pytest.mark.parametrize(("name", "kind"), [("gearnet-residue", 1), ("gearnet-atom", 2), ("esm-gearnet", 1)])
+@pytest.mark.parametrize(("name", "kind"), [("gearnet-residue", 1), ("gearnet-atom", 2), ("gvp", 1), ("gvp", 2),
+                                            ("esm-gearnet", 1), ("gearnet-residue", 3)])  # fmt: skip
 def test_protein_alone_or_in_a_batch_gives_the_same_logits(name, kind, inputs, single):
     model = build(name, kind, num_labels=3).double()
+    alone_inputs, batch_inputs = to64(single), to64(inputs)
+    if kind == 3:  # pairs: (protein, itself) alone, and in a batch with the second protein's pair
+        alone_inputs = pair_inputs(alone_inputs, [2, 9], [5])
+        batch_inputs = pair_inputs(batch_inputs, [2, 9, int(single["batch"].shape[0]) + 4], [5, 95])
+        batch_inputs["atom_positions_2"][: single["batch"].shape[0]] = alone_inputs["atom_positions_2"]
     with torch.no_grad():
-        alone = model(**to64(single)).logits
-        together = model(**to64(inputs)).logits
+        alone = model(**alone_inputs).logits
+        together = model(**batch_inputs).logits
     assert torch.allclose(together[: alone.shape[0]], alone, atol=1e-10)
 
 
