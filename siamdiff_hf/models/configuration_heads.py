@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 POOLINGS = ("mean", "ca")
+# transformers' `PretrainedConfig.problem_type` values (annotated there, not checked: a misspelt one would silently
+# select no loss in transformers' heads, and BCE here)
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 # The official downstream head: TorchDrug's `MultiLayerPerceptron` with `num_mlp_layer=3` (SiamDiff
 # `config/{res,atom}/*.yaml`), no dropout (TorchDrug `torchdrug/layers/common.py` defaults).
@@ -39,7 +42,12 @@ HEAD_OPTIONS_DOC = """
 
 
 def set_head_options(config: Any, kwargs: dict[str, Any]) -> None:
-    """Pop the head options from an encoder config's `kwargs` (defaults when absent), validate and set them."""
+    """Pop the head options from an encoder config's `kwargs` (defaults when absent), validate and set them.
+
+    `problem_type` stays in `kwargs` (it is `PretrainedConfig`'s own) but is checked here.
+    """
+    if kwargs.get("problem_type") not in (None, *PROBLEM_TYPES):
+        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {kwargs['problem_type']!r}")
     for key, default in HEAD_DEFAULTS.items():
         setattr(config, key, kwargs.pop(key, default))
     if int(config.num_mlp_layer) < 1:

@@ -31,10 +31,10 @@ from transformers.utils import ModelOutput
 
 from ..graph import scatter_rows
 from ..protein.constants import CA_INDEX
+from .configuration_heads import PROBLEM_TYPES
 from .modeling_utils import ProteinPreTrainedModel
 
 IGNORE_INDEX = -100
-PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
 class MultiLayerPerceptron(nn.Module):
@@ -212,6 +212,8 @@ class ProteinTaskModel(ProteinPreTrainedModel):
                 self.config.problem_type = "single_label_classification"
             else:
                 self.config.problem_type = "multi_label_classification"
+        elif self.config.problem_type not in PROBLEM_TYPES:  # set on the config after it was built
+            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.config.problem_type!r}")
         return self.config.problem_type
 
     def _regression_scale(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

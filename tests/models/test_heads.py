@@ -371,7 +371,13 @@ def test_regression_standardisation_as_the_official_psr_task(tmp_path, inputs):
         GearNetConfig(regression_mean=0.5)
 
 
-def test_head_options_are_validated_by_name():
+def test_head_options_are_validated_by_name(inputs):
+    with pytest.raises(ValueError, match="problem_type must be one of"):
+        GearNetConfig(problem_type="multilabel_classification")
+    misspelt = build("gearnet-residue", 1, num_labels=3)
+    misspelt.config.problem_type = "multi_label"  # set after the config was built: caught before any loss
+    with pytest.raises(ValueError, match="problem_type must be one of"):
+        misspelt(**inputs, labels=torch.rand(2, 3))
     with pytest.raises(ValueError, match="num_mlp_layer"):
         GearNetConfig(num_mlp_layer=0)
     with pytest.raises(ValueError, match="pair_pooling"):
