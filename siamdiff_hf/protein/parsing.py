@@ -107,7 +107,7 @@ def _parse_bytes(data: bytes, *, fmt: str | None, name: str, chain, backend: str
             data = gzip.decompress(data)
         except GZIP_ERRORS as err:
             raise InvalidStructureError(name, f"corrupt gzip data ({err})") from err
-    if not data.strip():
+    if not data or data.isspace():  # not `data.strip()`, which copies the whole file
         raise InvalidStructureError(name, "empty file")
     fmt = normalise_format(fmt, name) if fmt is not None else ("cif" if _CIF_START.match(data[:4096]) else "pdb")
     protein_id = id if id is not None else _stem(name)
@@ -122,9 +122,14 @@ def _parse_bytes(data: bytes, *, fmt: str | None, name: str, chain, backend: str
         raise
     except Exception as err:  # parser errors come in many types (ValueError, RuntimeError, KeyError, ...)
         raise InvalidStructureError(name, f"cannot parse as {fmt} ({type(err).__name__}: {err})") from err
-    if backend == "gemmi" and fmt == "pdb" and not protein.atom_positions[protein.atom_mask].all():
-        _check_pdb_coordinates(data, name)  # an exact 0.0 is rare; gemmi also writes it for unparsable numbers
+    if backend == "gemmi" and fmt == "pdb" and _has_zero_coordinate(protein):
+        _check_pdb_coordinates(data, name)  # gemmi writes 0.0 for unparsable numbers
     return _finish(protein, name, chain)
+
+
+def _has_zero_coordinate(protein: Protein) -> bool:
+    """Return True if a present atom has a coordinate exactly 0.0 (absent atoms are all zeros in parsed arrays)."""
+    return np.count_nonzero(protein.atom_positions) < 3 * np.count_nonzero(protein.atom_mask)
 
 
 def _parse_biopython_object(structure: Any, *, chain, id: str | None) -> Protein:
