@@ -1,7 +1,7 @@
 """Builders of the released downstream formats from the `tests/data` chains (for tests and benchmarks).
 
 - `atom_frame`: an ATOM3D atom DataFrame in ``to_json(orient="split")`` form, as atom3d's ``bp_to_df`` writes it
-  (stripped names, ``' '`` for a blank insertion code / altloc / hetero flag, ``W`` / ``H_XXX`` hetero flags).
+  (see `atom_rows`).
 - `write_atom3d_lmdb`: an LMDB in ATOM3D's layout (``num_examples``, ``serialization_format``, ``id_to_idx``,
   item *i* at ``str(i)`` as gzip-compressed JSON, with the ``types`` dict marking DataFrames).
 - `write_deepfri`: a DeepFRI / TorchDrug EC or GO folder (annotation TSV and test CSV written with `csv.writer`
@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DATA = Path(__file__).parent
 DATAFRAME = "<class 'pandas.core.frame.DataFrame'>"
 COLUMNS = (
@@ -26,28 +28,36 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def atom_rows(path: str | Path, ensemble: str = "e", subunit: str = "s", chain: str | None = None) -> list[list]:
-    """Return ATOM3D atom-frame rows (all atoms of the first model, hydrogens included) of a structure file."""
+def atom_rows(path: str | Path, ensemble: str | None = None, subunit: Any = 0, chain: str | None = None) -> list[list]:
+    """Return the ATOM3D atom-frame rows of a PDB file as atom3d's ``bp_to_df(read_any(path))`` writes them.
+
+    Biopython's values: every model (``model`` its serial), ``ensemble``/``structure`` the file name, ``subunit``
+    0, ``resname`` the raw 3-column field (``" MN"``), ``hetero`` ``" "`` / ``"W"`` / ``"H_" + resname``, ``" "``
+    for a blank insertion code or altloc, ``fullname`` the 4-column atom name, float32 coordinates written with
+    6 decimals (``to_json(double_precision=6)``), hydrogens included. (Biopython keeps one altloc per atom; the
+    tests/data chains have none.) ``ensemble``/``subunit``/``chain`` override those columns.
+    """
     import gemmi
 
-    structure = gemmi.read_structure(str(path))
+    name = Path(path).name
     rows = []
-    serial = 0
-    for ch in structure[0]:
-        for residue in ch:
-            if residue.het_flag == "H":
-                hetero = "W" if residue.name in ("HOH", "WAT") else f"H_{residue.name}"
-            else:
-                hetero = " "
-            for atom in residue:
-                serial += 1
-                rows.append([
-                    ensemble, subunit, str(path.name if isinstance(path, Path) else path), 1,
-                    chain or ch.name, hetero, residue.seqid.icode if residue.seqid.icode.strip() else " ",
-                    residue.seqid.num, "    ", residue.name, atom.altloc if atom.altloc != "\x00" else " ",
-                    round(float(atom.occ), 2), round(float(atom.b_iso), 2), round(atom.pos.x, 6), round(atom.pos.y, 6),
-                    round(atom.pos.z, 6), atom.element.name.upper(), atom.name, f" {atom.name:<3}", serial,
-                ])  # fmt: skip
+    for number, model in enumerate(gemmi.read_structure(str(path)), start=1):
+        for ch in model:
+            for residue in ch:
+                resname = f"{residue.name:>3}"
+                if residue.het_flag != "H":
+                    hetero = " "
+                else:
+                    hetero = "W" if residue.name in ("HOH", "WAT") else f"H_{resname}"
+                icode = residue.seqid.icode if residue.seqid.icode.strip() else " "
+                for atom in residue:
+                    xyz = (round(float(np.float32(v)), 6) for v in (atom.pos.x, atom.pos.y, atom.pos.z))
+                    rows.append([
+                        ensemble or name, subunit, name, number, chain or ch.name, hetero, icode, residue.seqid.num,
+                        "    ", resname, atom.altloc if atom.altloc != "\x00" else " ", round(float(atom.occ), 2),
+                        round(float(atom.b_iso), 2), *xyz, atom.element.name.upper(), atom.name,
+                        f"{atom.padded_name():<4}", atom.serial,
+                    ])  # fmt: skip
     return rows
 
 

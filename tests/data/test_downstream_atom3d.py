@@ -105,19 +105,24 @@ def test_lmdb_reader_layout_and_corrupt_item(tmp_path):
 
 
 def _psr_lmdb(root: Path) -> tuple[Path, list]:
+    """PSR items as atom3d's `examples/psr/dataset/prepare_lmdb.py` writes them: ``atoms`` of ``<target>/<decoy>.pdb``
+    (``bp_to_df``: ensemble = structure = the file name, subunit 0), ``id`` = ``str((target, decoy))``, ``scores``
+    (the score file's columns, ``-`` as ``_``) and ``file_path``."""
     rng = np.random.default_rng(0)
     items, expected = [], []
     for target, name in (("T0001", "2xcjA"), ("T0002", "3e8mA")):  # 3e8mA carries hydrogens
-        rows = atom_rows(DATA / f"{name}.pdb.gz", ensemble=target)
+        rows = atom_rows(DATA / f"{name}.pdb.gz")
         for d in range(3):
             decoy = f"{target}TS{d:03d}_1"
             shift = rng.normal(size=3).round(3)
             moved = [list(r) for r in rows]
             for r in moved:
-                r[col("subunit")] = decoy
+                r[col("ensemble")] = r[col("structure")] = f"{decoy}.pdb"
                 r[col("x")], r[col("y")], r[col("z")] = (r[col(a)] + s for a, s in zip("xyz", shift))
             gdt = float(rng.uniform())
-            items.append({"atoms": frame(moved), "id": str((target, decoy)), "scores": {"gdt_ts": gdt, "rmsd": 2.0}})
+            scores = {"gdt_ts": gdt, "gdt_ha": gdt / 2, "rmsd": 2.0, "tm": 0.5}
+            items.append({"atoms": frame(moved), "id": str((target, decoy)), "scores": scores,
+                          "file_path": f"/psr/{target}/{decoy}.pdb"})  # fmt: skip
             expected.append((target, decoy, gdt, moved))
     items.insert(2, b"corrupt")
     return write_atom3d_lmdb(root / "split-by-year" / "data" / "train", items), expected
@@ -227,11 +232,16 @@ def test_msp_window_is_the_official_truncation():
 
 
 def _pip_item(split_number=400):
-    """1dx5I cut into two subunits (chains A and B) at a residue number; positives = heavy atoms within 6 A."""
-    rows = atom_rows(DATA / "1dx5I.pdb.gz", ensemble="1dx5.pdb1_0")
+    """A DIPS item as atom3d's `examples/ppi/dataset` writes it, from 1dx5I cut into chains A and B at a residue
+    number: subunits ``<structure>_<model>_<chain>``, ensemble ``<subunit0>_<subunit1>``; ``atoms_neighbors`` =
+    the residue pairs with heavy atoms within 6 A (`neighbors.py::_get_heavy_neighbors`, in its order)."""
+    rows = atom_rows(DATA / "1dx5I.pdb.gz", chain="A")
+    structure = rows[0][col("structure")]
+    names = {c: f"{structure}_1_{c}" for c in "AB"}
+    ensemble = f"{names['A']}_{names['B']}"
     for r in rows:
-        b = r[col("residue")] >= split_number
-        r[col("chain")], r[col("subunit")] = ("B", "1dx5.pdb1_0_1") if b else ("A", "1dx5.pdb1_0_0")
+        r[col("chain")] = "B" if r[col("residue")] >= split_number else "A"
+        r[col("subunit")], r[col("ensemble")] = names[r[col("chain")]], ensemble
     heavy = [r for r in rows if r[col("element")] != "H"]
     xyz = np.array([[r[col(a)] for a in "xyz"] for r in heavy])
     side = np.array([r[col("chain")] == "B" for r in heavy])
@@ -239,16 +249,18 @@ def _pip_item(split_number=400):
     a = np.array(heavy, dtype=object)[~side]
     b = np.array(heavy, dtype=object)[side]
     i, j = np.nonzero(dist < 6)
-    contacts = sorted({(x[col("residue")], y[col("residue")]) for x, y in zip(a[i], b[j])})
+    contacts = list(dict.fromkeys((x[col("residue")], y[col("residue")]) for x, y in zip(a[i], b[j])))
     columns = [f"{c}{i}" for i in (0, 1) for c in ("ensemble", "subunit", "structure", "model", "chain", "residue")]
-    data = [["1dx5.pdb1_0", "1dx5.pdb1_0_0", "s", 1, "A", r0, "1dx5.pdb1_0", "1dx5.pdb1_0_1", "s", 1, "B", r1, 1]
+    data = [[ensemble, names["A"], structure, 1, "A", r0, ensemble, names["B"], structure, 1, "B", r1, 1]
             for r0, r1 in contacts]  # fmt: skip
     neighbors = {"columns": [*columns, "label"], "index": list(range(len(data))), "data": data}
-    return {"atoms_pairs": frame(rows), "atoms_neighbors": neighbors, "id": "1dx5.pdb1_0"}, set(contacts)
+    return {"atoms_pairs": frame(rows), "atoms_neighbors": neighbors, "id": ensemble}, set(contacts)
 
 
 def test_pip_pairs_sampling_and_crops(tmp_path):
     item, contacts = _pip_item()
+    ensemble = "1dx5I.pdb.gz_1_A_1dx5I.pdb.gz_1_B"
+    assert item["id"] == ensemble
     write_atom3d_lmdb(tmp_path / "pip" / "train", [item])
     ds, _report = _load("pip", tmp_path / "pip", tmp_path)
     rows = ds.with_format("numpy")
@@ -258,7 +270,7 @@ def test_pip_pairs_sampling_and_crops(tmp_path):
     for row in rows:
         s1, s2 = int(row["selection_1"][0]), int(row["selection_2"][0])
         r1, r2 = int(row["residue_number_1"][s1]), int(row["residue_number_2"][s2])
-        assert row["chain_id_1"][s1] == "A" and row["chain_id_2"][s2] == "B" and row["ensemble"] == "1dx5.pdb1_0"
+        assert row["chain_id_1"][s1] == "A" and row["chain_id_2"][s2] == "B" and row["ensemble"] == ensemble
         assert ((r1, r2) in contacts) == (row["labels"] == 1.0)
         for side, sel in (("1", s1), ("2", s2)):
             pos, mask = row[f"atom_positions_{side}"], row[f"atom_mask_{side}"]
@@ -280,23 +292,35 @@ def test_pip_pairs_sampling_and_crops(tmp_path):
 # --- RES ----------------------------------------------------------------------------------------------------------
 
 
-def _res_item(rows, targets, radius=12.0, item_id="2xcj"):
-    """ATOM3D RES environments: atoms near the target CA, the target's side chain removed (backbone kept)."""
+# atom3d `examples/res/dataset/prepare_lmdb.py`: its label vocabulary and the mean glycine CB offset from the CA
+_RES_LABELS = {n: i for i, n in enumerate((
+    "HIS", "LYS", "ARG", "ASP", "GLU", "SER", "THR", "ASN", "GLN", "ALA", "VAL", "LEU", "ILE", "MET", "PHE", "TYR",
+    "TRP", "PRO", "GLY", "CYS",
+))}  # fmt: skip
+_GLY_CB = np.array([-0.5311191, -0.75842446, 1.2198311], dtype=np.float32)
+
+
+def _res_item(rows, targets, item_id="2xcj"):
+    """An ATOM3D RES item as atom3d's ``ResTransform`` writes it: ``atoms`` = the heavy C/O/N/S/P/SE atoms of the
+    non-hetero residues (index reset), per target an environment = the sorted indices of the atoms within
+    10*sqrt(3) A of the pseudo-CB (CA + mean glycine CB offset) once the target's side chain is removed, and the
+    ``labels`` frame ``[subunit "chain_number_resname", ATOM3D label, CB x, y, z]``."""
+    rows = [r for r in rows if r[col("element")] in ("C", "O", "N", "S", "P", "SE") and not r[col("hetero")].strip()]
     xyz = np.array([[r[col(a)] for a in "xyz"] for r in rows])
     labels, environments = [], []
     for chain, number, resname in targets:
         target = [i for i, r in enumerate(rows) if r[col("residue")] == number and r[col("chain")] == chain]
-        ca = xyz[next(i for i in target if rows[i][col("name")] == "CA")]
+        cb = xyz[next(i for i in target if rows[i][col("name")] == "CA")].astype(np.float32) + _GLY_CB
         side_chain = {i for i in target if rows[i][col("name")] not in ("N", "CA", "C", "O")}
-        near = np.flatnonzero(np.linalg.norm(xyz - ca, axis=-1) <= radius)
+        near = np.flatnonzero(np.linalg.norm(xyz - cb, axis=-1) <= 10.0 * np.sqrt(3))
         environments.append([int(i) for i in near if i not in side_chain])
-        labels.append([f"{chain}_{number}_{resname}", 0, *ca.tolist()])
+        labels.append([f"{chain}_{number}_{resname}", _RES_LABELS.get(resname, -1), *cb.tolist()])
     label_frame = {"columns": ["subunit", "label", "x", "y", "z"], "index": list(range(len(labels))), "data": labels}
     return {"atoms": frame(rows), "labels": label_frame, "subunit_indices": environments, "id": item_id}
 
 
 def test_res_environments_labels_hidden_target(tmp_path):
-    rows = [r for r in atom_rows(DATA / "2xcjA.pdb.gz") if r[col("element")] != "H"]
+    rows = atom_rows(DATA / "2xcjA.pdb.gz")
     reference = parse_structure(DATA / "2xcjA.pdb.gz")
     picks = [10, 30, 50]
     targets = [("A", int(reference.residue_number[i]), C.RESIDUE_NAMES[reference.residue_type[i]]) for i in picks]
