@@ -100,9 +100,32 @@ def test_auprc_micro_is_flattened_average_precision():
     assert expected == pytest.approx(skm.average_precision_score(target.ravel(), pred.ravel()))
 
 
+def test_degenerate_scores_and_labels():
+    """All-equal scores, proteins or data sets without a positive, a single class: one threshold, defined values."""
+    target = np.array([[1.0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]])
+    flat = np.full(target.shape, 0.5)  # one threshold: every term predicted; P = mean(1/4, 2/4, 0), R = mean(1, 1, 0)
+    assert M.f1_max(torch.as_tensor(flat), torch.as_tensor(target)) == pytest.approx(4 / 11)
+    assert f1_max_brute(flat, target) == pytest.approx(4 / 11)
+    assert M.f1_max(torch.rand(4, 6), torch.zeros(4, 6)) == 0.0  # no positive anywhere: recall 0
+    assert math.isnan(M.f1_max(torch.zeros(0, 6), torch.zeros(0, 6)))
+    g = rng(9)
+    labels = (g.random(40) < 0.3).astype(int)
+    same = np.full(40, 0.7)
+    assert M.auroc(same, labels) == pytest.approx(skm.roc_auc_score(labels, same)) == pytest.approx(0.5)
+    assert M.auprc(same, labels) == pytest.approx(skm.average_precision_score(labels, same))
+    assert M.auprc(same, labels) == pytest.approx(labels.mean())
+    assert M.auprc(g.random(10), np.ones(10)) == pytest.approx(1.0)
+    assert math.isnan(M.spearman(np.arange(5.0), np.ones(5)))
+    assert math.isnan(M.mean_spearman(g.random(6), g.random(6), ["a", "a", "b", "b", "c", "c"]))  # all too small
+    assert math.isnan(M.accuracy(g.normal(size=(4, 3)), np.full(4, -100)))
+
+
 def test_undefined_binary_metrics_are_nan():
     assert math.isnan(M.auroc(torch.rand(5), torch.ones(5)))
+    assert math.isnan(M.auroc(torch.rand(5), torch.zeros(5)))
     assert math.isnan(M.auprc(torch.rand(5), torch.zeros(5)))
+    out = M.compute_metrics_for_task("msp")((np.random.default_rng(0).normal(size=(6, 1)), np.zeros(6)))
+    assert math.isnan(out["auroc"]) and math.isnan(out["auprc"])  # an eval split of one class scores NaN, no error
     with pytest.raises(ValueError, match="same shape"):
         M.auroc(torch.rand(5), torch.ones(4))
 
