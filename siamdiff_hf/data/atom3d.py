@@ -65,8 +65,14 @@ class Atom3DLMDB:
             fmt = txn.get(b"serialization_format")
         if num is None or fmt is None:
             raise ValueError(f"{self.path}: not an ATOM3D LMDB (keys 'num_examples'/'serialization_format' missing)")
-        self.num_examples = int(num)
-        self.serialization_format = fmt.decode()
+        try:
+            self.num_examples = int(num)
+            self.serialization_format = fmt.decode()
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(
+                f"{self.path}: not an ATOM3D LMDB (num_examples {bytes(num)[:20]!r}, serialization_format "
+                f"{bytes(fmt)[:20]!r})"
+            ) from None
         if self.serialization_format not in ("json", "msgpack"):
             raise ValueError(
                 f"{self.path}: serialization format {self.serialization_format!r} is not supported "

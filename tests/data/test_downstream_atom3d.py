@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -99,6 +100,44 @@ def test_lmdb_reader_layout_and_corrupt_item(tmp_path):
         db.item(1)
     with pytest.raises(FileNotFoundError, match=r"no data\.mdb"):
         Atom3DLMDB(tmp_path)
+
+
+def test_lmdb_that_is_not_atom3d_names_the_file(tmp_path):
+    import lmdb
+
+    bad_count = {b"num_examples": b"many", b"serialization_format": b"json"}
+    for name, entries in (("plain", {b"key": b"value"}), ("bad-count", bad_count)):
+        env = lmdb.open(str(tmp_path / name))
+        with env.begin(write=True) as txn:
+            for key, value in entries.items():
+                txn.put(key, value)
+        env.close()
+        with pytest.raises(ValueError, match=rf"{name}: not an ATOM3D LMDB") as info:
+            Atom3DLMDB(tmp_path / name)
+        assert "\n" not in str(info.value)
+    with pytest.raises(FileNotFoundError, match="no such ATOM3D LMDB"):
+        Atom3DLMDB(tmp_path / "absent")
+
+
+def test_wrong_schema_items_are_counted(tmp_path):
+    rows = atom_rows(DATA / "2xdgA.pdb.gz")
+    no_x = frame([r[: col("x")] + r[col("x") + 1 :] for r in rows])
+    no_x["columns"] = [c for c in no_x["columns"] if c != "x"]
+    good = {"original_atoms": frame(rows), "mutated_atoms": frame(_mutate(rows, rows[0][col("residue")])),
+            "id": "ok", "label": "0"}  # fmt: skip
+    items = [
+        good,
+        {"atoms": frame(rows), "id": "a PSR item"},  # the other task's schema
+        {"original_atoms": no_x, "mutated_atoms": frame(rows), "id": "no x column", "label": "1"},
+        {"original_atoms": {"columns": ["x"], "data": [[1.0, 2.0]]}, "mutated_atoms": frame(rows), "id": "ragged"},
+        gzip.compress(b"[1, 2]"),  # JSON, but not an item
+    ]
+    path = write_atom3d_lmdb(tmp_path / "msp" / "train", items)
+    ds, report = _load("msp", tmp_path / "msp", tmp_path, expect_skips=True)
+    assert len(ds) == 1 and ds["id"] == ["ok"] and report["items"] == 5
+    assert report["corrupt_item"] == 3 and report["invalid_structure"] == 1
+    with pytest.raises(atom3d.CorruptItemError, match=r"train\[3\]: malformed DataFrame 'original_atoms'"):
+        Atom3DLMDB(path).item(3)
 
 
 # --- PSR ----------------------------------------------------------------------------------------------------------

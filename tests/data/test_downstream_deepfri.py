@@ -97,6 +97,23 @@ def test_chain_ids_differing_only_in_case_get_their_own_structure(tmp_path):
     assert ds[1]["length"] == parse_structure(DATA / "2xcjA.pdb.gz").length != ds[0]["length"]
 
 
+def test_missing_or_bad_deepfri_files_name_the_file(ec_root, tmp_path):
+    (ec_root / "nrPDB-EC_2020.04_valid.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"ec: no nrPDB-EC\*_valid\.txt list and no valid/ folder"):
+        load_downstream("ec", ec_root, "valid", cache_dir=tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match=r"no annotation file matching 'nrPDB-GO\*_annot\.tsv'"):
+        read_split(ec_root, "go-mf", "train")
+    annot = ec_root / "nrPDB-EC_2020.04_annot.tsv"
+    annot.write_text(annot.read_text() + "1ABC-A\t9.9.9.9\n")
+    with pytest.raises(ValueError, match=r"annot\.tsv:10: term '9\.9\.9\.9' is not in the file's term list"):
+        read_split(ec_root, "ec", "train")
+    annot.write_text("### EC-numbers\n")
+    with pytest.raises(ValueError, match=r"annot\.tsv: not a DeepFRI annotation file"):
+        read_split(ec_root, "ec", "train")
+    with pytest.raises(FileNotFoundError, match="absent: not a directory"):
+        read_split(tmp_path / "absent", "ec", "train")
+
+
 def test_task_table_and_features():
     assert {t: TASKS[t].num_labels for t in TASKS} == {
         "ec": 538, "go-bp": 1943, "go-mf": 489, "go-cc": 320, "psr": 1, "msp": 1, "pip": 1, "res": 20,
