@@ -414,6 +414,16 @@ def test_real_atom3d_lmdb_when_present():
         amino = np.isin(atoms["resname"], C.RESIDUE_NAMES) & (atoms["name"] == "CA") & (atoms["model"] == 1)
         keys = set(zip(atoms["chain"][amino], atoms["residue"][amino], atoms["insertion_code"][amino]))
         assert protein.length == len(keys) and json.dumps(protein.chains)
+        # the released layout: bp_to_df's 20 columns, marked a DataFrame in `types`, with these value types
+        assert tuple(atoms) == atom3d.ATOM_COLUMNS and item["types"]["atoms"] == atom3d.DATAFRAME_TYPE
+        kinds = {c: atoms[c].dtype.kind for c in atoms}
+        assert {c for c, k in kinds.items() if k == "i"} == {"subunit", "model", "residue", "serial_number"}
+        assert {c for c, k in kinds.items() if k == "f"} == {"occupancy", "bfactor", "x", "y", "z"}
+        np.testing.assert_allclose(
+            protein.atom_positions[:, C.CA_INDEX], np.stack([atoms[a][amino] for a in "xyz"], -1), atol=1e-5
+        )  # these entries have one CA per residue, in file order
+        icode = atoms["insertion_code"][amino]
+        np.testing.assert_array_equal(protein.insertion_code, np.where(icode == " ", "", icode))
 
 
 # --- rows -> the heads' batch -------------------------------------------------------------------------------------
