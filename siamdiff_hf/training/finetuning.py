@@ -376,13 +376,15 @@ class HeadProbe(nn.Module):
     def __init__(self, model: nn.Module, level: str):
         super().__init__()
         self.mlp = model.mlp
-        self._loss = model.loss  # a bound method: the full model's loss, not registered as a submodule
+        # bound methods of the full model (not submodules): its logits (de-standardised for regression heads with
+        # `regression_mean`/`_std`) and its loss, so the probe scores exactly as the model does
+        self._predict, self._loss = model.predict, model.loss
         self.what = level
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
         from transformers.modeling_outputs import SequenceClassifierOutput
 
-        logits = self.mlp(features)
+        logits = self._predict(features)
         loss = self._loss(logits, labels, self.what) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -369,6 +369,11 @@ def test_regression_standardisation_as_the_official_psr_task(tmp_path, inputs):
     assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
     with pytest.raises(ValueError, match="regression_mean and regression_std"):
         GearNetConfig(regression_mean=0.5)
+    # the frozen-encoder cached path of `finetune` (a probe on the MLP's inputs) scores as the model does
+    from siamdiff_hf.training.finetuning import HeadProbe
+
+    probe = HeadProbe(model, "protein")(model.base_model(**inputs).protein_embeddings, labels)
+    assert torch.allclose(probe.logits, out.logits) and torch.allclose(probe.loss, out.loss)
 
 
 def test_head_options_are_validated_by_name(inputs):
