@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import ModelOutput, can_return_tuple
 
-from ..graph import ProteinGraph
+from ..graph import PackedResidues, ProteinGraph
 from .gearnet import GearNetConfig
 from .modeling_utils import ProteinPreTrainedModel
 
@@ -93,20 +93,11 @@ def head(input_dim: int, width: int, num_layers: int, output_dim: int) -> MLP:
 
 
 @dataclass
-class ProteinBatch:
-    """The processor's tensors of one packed batch, and how to build an encoder graph from them."""
+class ProteinBatch(PackedResidues):
+    """The processor's tensors of one packed batch (`PackedResidues`, with its defaults), the encoder's extra
+    inputs, and how to build an encoder graph from them."""
 
-    residue_type: torch.Tensor
-    atom_positions: torch.Tensor
-    atom_mask: torch.Tensor
-    batch: torch.Tensor
-    residue_index: torch.Tensor | None = None
-    chain_index: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # encoder-specific inputs (e.g. ESM token ids)
-
-    @property
-    def num_graphs(self) -> int:
-        return int(self.batch.max()) + 1 if self.batch.numel() else 0
 
     def graph(
         self,
@@ -114,11 +105,13 @@ class ProteinBatch:
         atom_positions: torch.Tensor | None = None,
         masked_residues: torch.Tensor | None = None,
     ) -> ProteinGraph:
-        """Return ``encoder.build_graph`` of the batch (optionally over other coordinates, with masked residues)."""
+        """Return ``encoder.build_graph`` of the batch, optionally over other coordinates or with other masked
+        residues than the batch's own."""
         positions = self.atom_positions if atom_positions is None else atom_positions
+        masked = self.masked_residues if masked_residues is None else masked_residues
         return encoder.build_graph(
             self.residue_type, positions, self.atom_mask, self.batch, self.residue_index, self.chain_index,
-            masked_residues=masked_residues, **self.extra,
+            masked_residues=masked, hidden_residue_types=self.hidden_residue_types, **self.extra,
         )  # fmt: skip
 
 
@@ -169,7 +162,7 @@ class ObjectiveForPreTraining(ProteinPreTrainedModel):
                 encoder inputs (e.g. ESM token ids) passed to `build_graph`.
         """
         draws = {name: kwargs.pop(name) for name in self.draw_names if name in kwargs}
-        inputs = ProteinBatch(residue_type, atom_positions, atom_mask, batch, residue_index, chain_index, kwargs)
+        inputs = ProteinBatch(residue_type, atom_positions, atom_mask, batch, residue_index, chain_index, extra=kwargs)
         return self.step(self.encoder, inputs, generator, **draws)
 
 
