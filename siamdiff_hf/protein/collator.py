@@ -193,9 +193,18 @@ class ProteinDataCollator:
                 raise ValueError(f"rows: {key} is given for some rows of the batch but not all")
             batch[key] = torch.as_tensor(np.concatenate(values))
         if "labels" in per_residue:
+            if len(per_residue["labels"]) != num_rows:  # a row's per-residue labels did not match its length
+                raise ValueError(
+                    "rows: labels are per-residue (an integer list as long as the protein) in some rows but not in "
+                    "others; with label_level='residue' the collator names the rows whose labels have the wrong length"
+                )
             batch["labels"] = _label_tensor(batch["labels"])
         elif labels:
-            batch["labels"] = _label_tensor(torch.as_tensor(np.stack([np.asarray(v) for v in labels])))
+            arrays = [np.asarray(v) for v in labels]
+            shapes = sorted({a.shape for a in arrays})
+            if len(shapes) > 1:
+                raise ValueError(f"rows: labels of the batch have different shapes {shapes}; one shape per task")
+            batch["labels"] = _label_tensor(torch.as_tensor(np.stack(arrays)))
         return batch
 
 

@@ -185,6 +185,16 @@ def test_bad_rows_give_one_line_errors(proteins):
         ProteinDataCollator(label_level="residue")([scalar])
     with pytest.raises(ValueError, match="label_level"):
         ProteinDataCollator(label_level="atom")
+    short = res_rows(proteins[:2], [3, 5])  # one row's residue labels one short: never silently dropped
+    short[1]["labels"] = short[1]["labels"][:-1]
+    with pytest.raises(ValueError, match=r"labels are per-residue .* in some rows but not in others"):
+        collator(short)
+    with pytest.raises(ValueError, match=r"row 1 \(.*\): labels has \d+ entries for \d+ residues"):
+        ProteinDataCollator(label_level="residue")(short)
+    uneven = ec_rows(proteins[:2])
+    uneven[1]["labels"] = uneven[1]["labels"][:-1]
+    with pytest.raises(ValueError, match=r"labels of the batch have different shapes \[\(5,\), \(6,\)\]"):
+        collator(uneven)
     with pytest.raises(ValueError, match="processor: chain selection"):
         ProteinDataCollator(ProteinStructureProcessor(chain="A"))
 
