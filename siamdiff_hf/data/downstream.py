@@ -43,7 +43,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -373,14 +373,15 @@ def _convert_psr(lmdb: Atom3DLMDB, index: int, options: dict[str, Any], skips: _
     except (KeyError, TypeError, ValueError):
         skips.skip("corrupt_item", f"{name}: no scores['gdt_ts']")
         return
-    target, decoy = _target_and_decoy(item, frame)
+    target, decoy = _target_and_decoy(item)
     protein = _protein(frame, name, f"{target}/{decoy}", skips)
     if protein is not None:
         yield {**structure_columns(protein), "labels": np.float32(gdt_ts), "target": target, "decoy": decoy}
 
 
-def _target_and_decoy(item: dict[str, Any], frame: AtomFrame) -> tuple[str, str]:
-    """Return (target, decoy): ATOM3D stores ``str((target, decoy))`` as the id (atom3d `examples/psr`)."""
+def _target_and_decoy(item: dict[str, Any]) -> tuple[str, str]:
+    """Return (target, decoy): ATOM3D stores ``str((target, decoy))`` as the id, made from the decoy's file path
+    ``.../<target>/<decoy>.pdb`` (atom3d `examples/psr/dataset/prepare_lmdb.py`, `util.py`), the fallback here."""
     raw = str(item.get("id", ""))
     try:
         value = ast.literal_eval(raw)
@@ -388,9 +389,10 @@ def _target_and_decoy(item: dict[str, Any], frame: AtomFrame) -> tuple[str, str]
             return str(value[0]), str(value[1])
     except (ValueError, SyntaxError):
         pass
-    ensemble = str(frame["ensemble"][0]) if "ensemble" in frame and len(frame) else raw
-    subunit = str(frame["subunit"][0]) if "subunit" in frame and len(frame) else raw
-    return ensemble, subunit
+    if "file_path" not in item:
+        return raw, raw
+    path = PurePosixPath(str(item["file_path"]))
+    return path.parent.name, path.stem
 
 
 def _convert_msp(lmdb: Atom3DLMDB, index: int, options: dict[str, Any], skips: _Skips):

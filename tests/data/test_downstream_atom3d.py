@@ -185,6 +185,13 @@ def test_psr_rows_labels_ids_coordinates_and_corrupt_item(tmp_path):
     assert row["id"] == "T0002/T0002TS001_1" and row["length"] == len(ca)
 
 
+def test_psr_target_and_decoy_from_the_file_path_when_the_id_is_not_a_pair():
+    item = {"id": "3", "file_path": "/psr/T0759/3D-JIGSAW_SL1_TS1.pdb"}  # atom3d's own source of the id
+    assert downstream._target_and_decoy(item) == ("T0759", "3D-JIGSAW_SL1_TS1")
+    assert downstream._target_and_decoy({"id": "('T0759', 'x_TS2')"}) == ("T0759", "x_TS2")
+    assert downstream._target_and_decoy({"id": "7"}) == ("7", "7")
+
+
 def test_cache_hit_second_load_and_rebuild_on_source_change(tmp_path, monkeypatch):
     path, _ = _psr_lmdb(tmp_path / "psr")
     first, _ = _load("psr", path, tmp_path, expect_skips=True)
