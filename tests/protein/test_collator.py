@@ -209,19 +209,24 @@ def training_arguments(path: Path, **kwargs) -> TrainingArguments:
     return TrainingArguments(**{**defaults, **kwargs})
 
 
+def train_and_evaluate(model, dataset, collator, task: str, path: Path, **kwargs) -> tuple[Trainer, dict, dict]:
+    """Return the Trainer and its evaluation (on the training rows) before and after training."""
+    trainer = Trainer(
+        model=model, args=training_arguments(path, **kwargs), train_dataset=dataset, eval_dataset=dataset,
+        data_collator=collator, compute_metrics=compute_metrics_for_task(task),
+    )  # fmt: skip
+    before = trainer.evaluate()
+    trainer.train()
+    return trainer, before, trainer.evaluate()
+
+
 @pytest.mark.slow
 def test_trainer_steps_lower_the_loss_on_the_bundled_structures(proteins, tmp_path):
     dataset = Dataset.from_list(ec_rows(proteins))
     torch.manual_seed(0)
     model = GearNetForProteinClassification(GearNetConfig(hidden_dims=[16, 16], num_labels=6))
     collator = ProteinDataCollator(ProteinStructureProcessor(crop_length=60))
-    trainer = Trainer(
-        model=model, args=training_arguments(tmp_path), train_dataset=dataset, eval_dataset=dataset,
-        data_collator=collator, compute_metrics=compute_metrics_for_task("ec"),
-    )  # fmt: skip
-    before = trainer.evaluate()
-    trainer.train()
-    after = trainer.evaluate()
+    trainer, before, after = train_and_evaluate(model, dataset, collator, "ec", tmp_path)
     assert after["eval_loss"] < 0.8 * before["eval_loss"]
     assert 0 <= after["eval_f1_max"] <= 1 and 0 <= after["eval_auprc_micro"] <= 1
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -234,14 +239,8 @@ def test_trainer_residue_task_evaluates_packed_residue_logits(proteins, tmp_path
     dataset = Dataset.from_list(res_rows(proteins, targets))
     torch.manual_seed(0)
     model = GearNetForResidueClassification(GearNetConfig(hidden_dims=[16], num_labels=20))
-    trainer = Trainer(
-        model=model, args=training_arguments(tmp_path, max_steps=6, learning_rate=1e-2), train_dataset=dataset,
-        eval_dataset=dataset, data_collator=ProteinDataCollator(ProteinStructureProcessor(crop_length=40)),
-        compute_metrics=compute_metrics_for_task("res"),
-    )  # fmt: skip
-    before = trainer.evaluate()
-    trainer.train()
-    after = trainer.evaluate()
+    collator = ProteinDataCollator(ProteinStructureProcessor(crop_length=40))
+    _, before, after = train_and_evaluate(model, dataset, collator, "res", tmp_path, max_steps=6, learning_rate=1e-2)
     assert after["eval_loss"] < before["eval_loss"]
     assert after["eval_accuracy"] in [k / 6 for k in range(7)]  # scored on the 6 targets only, -100 masked
 
@@ -252,14 +251,8 @@ def test_trainer_pair_task_trains_and_reports_auroc(proteins, tmp_path):
     dataset = Dataset.from_list(rows)
     torch.manual_seed(0)
     config = GearNetConfig(hidden_dims=[16], num_labels=1, problem_type="multi_label_classification")
-    trainer = Trainer(
-        model=GearNetForPairClassification(config), args=training_arguments(tmp_path, max_steps=6),
-        train_dataset=dataset, eval_dataset=dataset, data_collator=ProteinDataCollator(),
-        compute_metrics=compute_metrics_for_task("msp"),
-    )  # fmt: skip
-    before = trainer.evaluate()
-    trainer.train()
-    after = trainer.evaluate()
+    model = GearNetForPairClassification(config)
+    _, before, after = train_and_evaluate(model, dataset, ProteinDataCollator(), "msp", tmp_path, max_steps=6)
     assert after["eval_loss"] < before["eval_loss"]
     assert 0 <= after["eval_auroc"] <= 1 and 0 <= after["eval_auprc"] <= 1
 
