@@ -3,9 +3,10 @@
 The layout (drorlab/atom3d `atom3d/datasets/datasets.py`, `LMDBDataset` and `make_lmdb_dataset`): an LMDB
 environment whose keys ``num_examples`` (ASCII int), ``serialization_format`` (``json`` for every released task
 dataset) and ``id_to_idx`` (serialized dict) describe it; item *i* sits at key ``str(i)`` as the gzip-compressed
-serialized dict. A pandas DataFrame in an item was serialized with ``DataFrame.to_json(orient="split")``
-(``{"columns", "index", "data"}``) and is marked in the item's ``types`` dict as ``"<class
-'pandas.core.frame.DataFrame'>"``; we read those column-wise into numpy without pandas.
+serialized dict. A pandas DataFrame in an item was serialized with ``DataFrame.to_json(orient="split",
+double_precision=6)`` (``{"columns", "index", "data"}``; msgpack: ``to_dict(orient="split")``) and is marked in
+the item's ``types`` dict as ``"<class 'pandas.core.frame.DataFrame'>"``; we read those column-wise into numpy
+without pandas.
 
 Atom frames have the columns ``ensemble, subunit, structure, model, chain, hetero, insertion_code, residue, segid,
 resname, altloc, occupancy, bfactor, x, y, z, element, name, fullname, serial_number`` (atom3d
