@@ -51,7 +51,7 @@ class ProteinDataCollator:
             global RNG (seeded by Trainer, distinct in each DataLoader worker).
 
     Labels: multi-hot and float labels become float32, integer labels int64 (per-residue: packed (L,) with -100
-    where unlabelled), pair labels float32 (B,).
+    where unlabelled); pair labels (B,) by the same rule (MSP, PIP rows: float 0/1, hence float32).
     """
 
     def __init__(
