@@ -19,7 +19,7 @@ from transformers.utils import ModelOutput
 from ...diffusion import MaskRateSchedule, StructureNoiseSchedule
 from ...graph import ProteinGraph, scatter_rows
 from ...protein.constants import NUM_RESIDUE_FEATURES, NUM_RESIDUE_TYPES
-from ..pretraining_utils import MLP, ObjectiveForPreTraining, ProteinBatch, head, mean_per_graph
+from ..pretraining_utils import MLP, ObjectiveForPreTraining, ProteinBatch, head, mean_per_graph, normal
 from .configuration_siamdiff import SiamDiffConfig
 from .conformer import gaussian_conformer, torsion_conformer
 
@@ -131,7 +131,7 @@ class SiamDiffForPreTraining(ObjectiveForPreTraining):
         c = self.config
         batch = inputs.batch
         if timesteps is None:
-            timesteps = self.sample_timesteps(int(batch.max()) + 1, generator, inputs.atom_positions.device)
+            timesteps = self.sample_timesteps(inputs.num_graphs, generator, inputs.atom_positions.device)
         masked_index = batch.new_zeros(0)
         masked = torch.zeros_like(batch, dtype=torch.bool)
         if c.sequence_diffusion:
@@ -190,8 +190,7 @@ class SiamDiffForPreTraining(ObjectiveForPreTraining):
         if not self.config.structure_diffusion:  # the encoder sees the clean structure
             return _Trajectory(graph, graph.positions.new_zeros(graph.num_edges))
         if noise is None:
-            device = generator.device if generator is not None else graph.positions.device
-            noise = torch.randn(graph.positions.shape, generator=generator, device=device).to(graph.positions)
+            noise = normal(tuple(graph.positions.shape), generator, graph.positions)
         node_t = timesteps[graph.node_batch]
         noisy = graph.with_positions(self.noise_schedule.add_noise(graph.positions, noise, node_t))
         edge_t = node_t[graph.edge_index[1]]
