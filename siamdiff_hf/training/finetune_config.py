@@ -169,11 +169,27 @@ def validate_finetune(config: FinetuneConfig, *, check_paths: bool = True) -> No
         raise ConfigError("data.root", f"missing: the folder of the {data.task} files (see load_downstream)")
     if data.global_batch_size is not None:
         positive(data.global_batch_size, "data.global_batch_size")
+    _check_options(data.task, data.options)
     _check_processor(data.processor)
     _check_head(model.head)
     check_training_arguments(config)
     if check_paths:
         _check_paths(config)
+
+
+def _check_options(task: str, options: dict) -> None:
+    """Check ``data.options`` are options of the task's loader (`load_downstream`, or `build_residue_identity`)."""
+    if task in LOCAL_TASKS:
+        import inspect
+
+        from .residue_identity import build_residue_identity
+
+        known = set(inspect.signature(build_residue_identity).parameters) - {"structures"}
+    else:
+        from ..data.downstream import _COMMON_OPTIONS, TASK_OPTIONS
+
+        known = {*_COMMON_OPTIONS, *TASK_OPTIONS[task]}
+    check_keys(options, "data.options", known)
 
 
 def _check_processor(processor: dict) -> None:
@@ -183,10 +199,13 @@ def _check_processor(processor: dict) -> None:
 
 
 def _check_head(head: dict) -> None:
+    from ..models.configuration_heads import HEAD_DEFAULTS
+
     for key in ("num_labels", "problem_type", "freeze_encoder"):
         if key in head:
             where = "model.freeze_encoder" if key == "freeze_encoder" else "the task table (data.task)"
             raise ConfigError(f"model.head.{key}", f"set by {where}")
+    check_keys(head, "model.head", {*HEAD_DEFAULTS, "esm_learning_rate_ratio"} - {"freeze_encoder"})
     if "num_mlp_layer" in head and (isinstance(head["num_mlp_layer"], bool) or not isinstance(head["num_mlp_layer"],
                                                                                               int)):  # fmt: skip
         raise ConfigError("model.head.num_mlp_layer", f"expected an integer, got {head['num_mlp_layer']!r}")
