@@ -266,7 +266,8 @@ def test_protocol_arguments():
         (["data.options.target_per_protein=3"], "data.options.target_per_protein", "unknown key"),
         (["model.head.num_mlp_layers=2"], "model.head.num_mlp_layers", "num_mlp_layer"),
         (["data.task=ec"], "data.root", "missing"),
-        (["model.encoder=me/encoder", "data.task=ec", "data.options={}", "data.root=/no/such/data"], "data.root", "no such file"),
+        (["model.encoder=me/encoder", "data.task=ec", "data.options={}", "data.root=/no/such/data"], "data.root",
+         "no such file"),
     ],
 )
 def test_bad_config_names_the_key(overrides, key, words):
