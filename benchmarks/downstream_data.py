@@ -1,7 +1,8 @@
 """Downstream readers: rows/s of the first conversion and of cached loads, and collated batches/s per worker.
 
 For each task a small dataset is written in its released format from the bundled chains (tests/data), as the
-tests build them (ATOM3D LMDBs for PSR/MSP/PIP/RES, a DeepFRI folder for EC), then:
+tests build them (ATOM3D LMDBs for PSR/MSP/PIP/RES, PIP and RES items by the tests' `pip_item`/`res_item`, a
+DeepFRI folder for EC), then:
 
 - ``convert_rows_per_s``: `load_downstream` into an empty cache (one process), rows / wall seconds;
 - ``cached_rows_per_s``: a second `load_downstream` (the Arrow cache is mapped) plus reading every row as numpy;
@@ -70,7 +71,7 @@ def build_sources(root: Path, scale: int) -> dict[str, Path]:
             if r[F.col("residue")] == reference.residue_number[k]:
                 r[F.col("resname")] = "GLY" if reference.residue_type[k] else "ALA"
         msp.append({"original_atoms": F.frame(rows[n]), "mutated_atoms": F.frame(mutated), "id": n, "label": "1"})
-    pip_item = _pip_like()
+    pip_item, _ = F.pip_item()
     res = [_res_like(rows[n], 16 * scale) for n in CHAINS[:2]]
     sources = {
         "psr": F.write_atom3d_lmdb(root / "psr" / "train", psr),
@@ -84,40 +85,11 @@ def build_sources(root: Path, scale: int) -> dict[str, Path]:
     return sources
 
 
-def _pip_like():
-    """One DIPS-like ensemble: 1dx5I cut into two chains, positives = CA pairs within 8 A."""
-    rows = F.atom_rows(F.DATA / "1dx5I.pdb.gz", ensemble="e")
-    for r in rows:
-        b = r[F.col("residue")] >= 400
-        r[F.col("chain")], r[F.col("subunit")] = ("B", "e_1") if b else ("A", "e_0")
-    cas = [r for r in rows if r[F.col("name")] == "CA"]
-    xyz = np.array([[r[F.col(a)] for a in "xyz"] for r in cas])
-    side = np.array([r[F.col("chain")] == "B" for r in cas])
-    i, j = np.nonzero(np.linalg.norm(xyz[~side][:, None] - xyz[side][None], axis=-1) < 8.0)
-    a, b = np.array(cas, dtype=object)[~side], np.array(cas, dtype=object)[side]
-    data = [["e", "e_0", "s", 1, "A", x[F.col("residue")], "e", "e_1", "s", 1, "B", y[F.col("residue")], 1]
-            for x, y in zip(a[i], b[j])]  # fmt: skip
-    columns = [f"{c}{k}" for k in (0, 1) for c in ("ensemble", "subunit", "structure", "model", "chain", "residue")]
-    neighbors = {"columns": [*columns, "label"], "index": list(range(len(data))), "data": data}
-    return {"atoms_pairs": F.frame(rows), "atoms_neighbors": neighbors, "id": "e"}
-
-
 def _res_like(rows, count):
-    """ATOM3D-like RES item: ``count`` environments of 17.3 A (10 * sqrt(3)) around CA, target side chain removed."""
-    rows = [r for r in rows if r[F.col("element")] != "H"]
-    xyz = np.array([[r[F.col(a)] for a in "xyz"] for r in rows])
-    names = np.array([r[F.col("name")] for r in rows])
-    numbers = np.array([r[F.col("residue")] for r in rows])
-    labels, environments = [], []
-    for number in np.unique(numbers)[:count]:
-        ca = xyz[(numbers == number) & (names == "CA")][0]
-        side_chain = (numbers == number) & ~np.isin(names, ["N", "CA", "C", "O"])
-        near = (np.linalg.norm(xyz - ca, axis=-1) <= 10 * np.sqrt(3)) & ~side_chain
-        environments.append(np.flatnonzero(near).tolist())
-        resname = rows[int(np.flatnonzero(numbers == number)[0])][F.col("resname")]
-        labels.append([f"{rows[0][F.col('chain')]}_{number}_{resname}", 0, *ca.tolist()])
-    label_frame = {"columns": ["subunit", "label", "x", "y", "z"], "index": list(range(len(labels))), "data": labels}
-    return {"atoms": F.frame(rows), "labels": label_frame, "subunit_indices": environments, "id": "r"}
+    """A RES item (`res_item`) with the first ``count`` residues of the chain as its environments."""
+    cas = [r for r in rows if r[F.col("name")] == "CA" and r[F.col("hetero")] == " "]
+    targets = [(r[F.col("chain")], r[F.col("residue")], r[F.col("resname")]) for r in cas[:count]]
+    return F.res_item(rows, targets, item_id="r")
 
 
 def measure_task(task: str, source: Path, cache: Path) -> dict:

@@ -2,6 +2,7 @@
 
 - `atom_frame`: an ATOM3D atom DataFrame in ``to_json(orient="split")`` form, as atom3d's ``bp_to_df`` writes it
   (see `atom_rows`).
+- `pip_item` / `res_item`: a DIPS (PIP) and a RES item as atom3d's task scripts write them.
 - `write_atom3d_lmdb`: an LMDB in ATOM3D's layout (``num_examples``, ``serialization_format``, ``id_to_idx``,
   item *i* at ``str(i)`` as gzip-compressed JSON, with the ``types`` dict marking DataFrames).
 - `write_deepfri`: a DeepFRI / TorchDrug EC or GO folder (annotation TSV and test CSV written with `csv.writer`
@@ -88,6 +89,59 @@ def encode_item(item: dict[str, Any]) -> bytes:
     with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6) as f:
         f.write(json.dumps(item).encode())
     return buf.getvalue()
+
+
+def pip_item(split_number: int = 400) -> tuple[dict[str, Any], set[tuple[int, int]]]:
+    """A DIPS item as atom3d's `examples/ppi/dataset` writes it, from 1dx5I cut into chains A and B at a residue
+    number: subunits ``<structure>_<model>_<chain>``, ensemble ``<subunit0>_<subunit1>``; ``atoms_neighbors`` =
+    the residue pairs with heavy atoms within 6 A (`neighbors.py::_get_heavy_neighbors`, in its order)."""
+    rows = atom_rows(DATA / "1dx5I.pdb.gz", chain="A")
+    structure = rows[0][col("structure")]
+    names = {c: f"{structure}_1_{c}" for c in "AB"}
+    ensemble = f"{names['A']}_{names['B']}"
+    for r in rows:
+        r[col("chain")] = "B" if r[col("residue")] >= split_number else "A"
+        r[col("subunit")], r[col("ensemble")] = names[r[col("chain")]], ensemble
+    heavy = [r for r in rows if r[col("element")] != "H"]
+    xyz = np.array([[r[col(a)] for a in "xyz"] for r in heavy])
+    side = np.array([r[col("chain")] == "B" for r in heavy])
+    dist = np.linalg.norm(xyz[~side][:, None] - xyz[side][None], axis=-1)
+    a = np.array(heavy, dtype=object)[~side]
+    b = np.array(heavy, dtype=object)[side]
+    i, j = np.nonzero(dist < 6)
+    contacts = list(dict.fromkeys((x[col("residue")], y[col("residue")]) for x, y in zip(a[i], b[j])))
+    columns = [f"{c}{i}" for i in (0, 1) for c in ("ensemble", "subunit", "structure", "model", "chain", "residue")]
+    data = [[ensemble, names["A"], structure, 1, "A", r0, ensemble, names["B"], structure, 1, "B", r1, 1]
+            for r0, r1 in contacts]  # fmt: skip
+    neighbors = {"columns": [*columns, "label"], "index": list(range(len(data))), "data": data}
+    return {"atoms_pairs": frame(rows), "atoms_neighbors": neighbors, "id": ensemble}, set(contacts)
+
+
+# atom3d `examples/res/dataset/prepare_lmdb.py`: its label vocabulary and the mean glycine CB offset from the CA
+_RES_LABELS = {n: i for i, n in enumerate((
+    "HIS", "LYS", "ARG", "ASP", "GLU", "SER", "THR", "ASN", "GLN", "ALA", "VAL", "LEU", "ILE", "MET", "PHE", "TYR",
+    "TRP", "PRO", "GLY", "CYS",
+))}  # fmt: skip
+_GLY_CB = np.array([-0.5311191, -0.75842446, 1.2198311], dtype=np.float32)
+
+
+def res_item(rows: list[list], targets: Sequence[tuple[str, int, str]], item_id: str = "2xcj") -> dict[str, Any]:
+    """An ATOM3D RES item as atom3d's ``ResTransform`` writes it: ``atoms`` = the heavy C/O/N/S/P/SE atoms of the
+    non-hetero residues (index reset), per target an environment = the sorted indices of the atoms within
+    10*sqrt(3) A of the pseudo-CB (CA + mean glycine CB offset) once the target's side chain is removed, and the
+    ``labels`` frame ``[subunit "chain_number_resname", ATOM3D label, CB x, y, z]``."""
+    rows = [r for r in rows if r[col("element")] in ("C", "O", "N", "S", "P", "SE") and not r[col("hetero")].strip()]
+    xyz = np.array([[r[col(a)] for a in "xyz"] for r in rows])
+    labels, environments = [], []
+    for chain, number, resname in targets:
+        target = [i for i, r in enumerate(rows) if r[col("residue")] == number and r[col("chain")] == chain]
+        cb = xyz[next(i for i in target if rows[i][col("name")] == "CA")].astype(np.float32) + _GLY_CB
+        side_chain = {i for i in target if rows[i][col("name")] not in ("N", "CA", "C", "O")}
+        near = np.flatnonzero(np.linalg.norm(xyz - cb, axis=-1) <= 10.0 * np.sqrt(3))
+        environments.append([int(i) for i in near if i not in side_chain])
+        labels.append([f"{chain}_{number}_{resname}", _RES_LABELS.get(resname, -1), *cb.tolist()])
+    label_frame = {"columns": ["subunit", "label", "x", "y", "z"], "index": list(range(len(labels))), "data": labels}
+    return {"atoms": frame(rows), "labels": label_frame, "subunit_indices": environments, "id": item_id}
 
 
 def write_atom3d_lmdb(path: Path, items: Sequence[dict[str, Any] | bytes]) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _downstream_fixtures import DATA, atom_frame, atom_rows, col, frame, write_atom3d_lmdb
+from _downstream_fixtures import DATA, atom_frame, atom_rows, col, frame, pip_item, res_item, write_atom3d_lmdb
 
 from siamdiff_hf.data import atom3d, downstream
 from siamdiff_hf.data.atom3d import Atom3DLMDB, AtomFrame, protein_from_atoms
@@ -277,34 +277,8 @@ def test_msp_window_is_the_official_truncation():
 # --- PIP ----------------------------------------------------------------------------------------------------------
 
 
-def _pip_item(split_number=400):
-    """A DIPS item as atom3d's `examples/ppi/dataset` writes it, from 1dx5I cut into chains A and B at a residue
-    number: subunits ``<structure>_<model>_<chain>``, ensemble ``<subunit0>_<subunit1>``; ``atoms_neighbors`` =
-    the residue pairs with heavy atoms within 6 A (`neighbors.py::_get_heavy_neighbors`, in its order)."""
-    rows = atom_rows(DATA / "1dx5I.pdb.gz", chain="A")
-    structure = rows[0][col("structure")]
-    names = {c: f"{structure}_1_{c}" for c in "AB"}
-    ensemble = f"{names['A']}_{names['B']}"
-    for r in rows:
-        r[col("chain")] = "B" if r[col("residue")] >= split_number else "A"
-        r[col("subunit")], r[col("ensemble")] = names[r[col("chain")]], ensemble
-    heavy = [r for r in rows if r[col("element")] != "H"]
-    xyz = np.array([[r[col(a)] for a in "xyz"] for r in heavy])
-    side = np.array([r[col("chain")] == "B" for r in heavy])
-    dist = np.linalg.norm(xyz[~side][:, None] - xyz[side][None], axis=-1)
-    a = np.array(heavy, dtype=object)[~side]
-    b = np.array(heavy, dtype=object)[side]
-    i, j = np.nonzero(dist < 6)
-    contacts = list(dict.fromkeys((x[col("residue")], y[col("residue")]) for x, y in zip(a[i], b[j])))
-    columns = [f"{c}{i}" for i in (0, 1) for c in ("ensemble", "subunit", "structure", "model", "chain", "residue")]
-    data = [[ensemble, names["A"], structure, 1, "A", r0, ensemble, names["B"], structure, 1, "B", r1, 1]
-            for r0, r1 in contacts]  # fmt: skip
-    neighbors = {"columns": [*columns, "label"], "index": list(range(len(data))), "data": data}
-    return {"atoms_pairs": frame(rows), "atoms_neighbors": neighbors, "id": ensemble}, set(contacts)
-
-
 def test_pip_pairs_sampling_and_crops(tmp_path):
-    item, contacts = _pip_item()
+    item, contacts = pip_item()
     ensemble = "1dx5I.pdb.gz_1_A_1dx5I.pdb.gz_1_B"
     assert item["id"] == ensemble
     write_atom3d_lmdb(tmp_path / "pip" / "train", [item])
@@ -338,41 +312,14 @@ def test_pip_pairs_sampling_and_crops(tmp_path):
 # --- RES ----------------------------------------------------------------------------------------------------------
 
 
-# atom3d `examples/res/dataset/prepare_lmdb.py`: its label vocabulary and the mean glycine CB offset from the CA
-_RES_LABELS = {n: i for i, n in enumerate((
-    "HIS", "LYS", "ARG", "ASP", "GLU", "SER", "THR", "ASN", "GLN", "ALA", "VAL", "LEU", "ILE", "MET", "PHE", "TYR",
-    "TRP", "PRO", "GLY", "CYS",
-))}  # fmt: skip
-_GLY_CB = np.array([-0.5311191, -0.75842446, 1.2198311], dtype=np.float32)
-
-
-def _res_item(rows, targets, item_id="2xcj"):
-    """An ATOM3D RES item as atom3d's ``ResTransform`` writes it: ``atoms`` = the heavy C/O/N/S/P/SE atoms of the
-    non-hetero residues (index reset), per target an environment = the sorted indices of the atoms within
-    10*sqrt(3) A of the pseudo-CB (CA + mean glycine CB offset) once the target's side chain is removed, and the
-    ``labels`` frame ``[subunit "chain_number_resname", ATOM3D label, CB x, y, z]``."""
-    rows = [r for r in rows if r[col("element")] in ("C", "O", "N", "S", "P", "SE") and not r[col("hetero")].strip()]
-    xyz = np.array([[r[col(a)] for a in "xyz"] for r in rows])
-    labels, environments = [], []
-    for chain, number, resname in targets:
-        target = [i for i, r in enumerate(rows) if r[col("residue")] == number and r[col("chain")] == chain]
-        cb = xyz[next(i for i in target if rows[i][col("name")] == "CA")].astype(np.float32) + _GLY_CB
-        side_chain = {i for i in target if rows[i][col("name")] not in ("N", "CA", "C", "O")}
-        near = np.flatnonzero(np.linalg.norm(xyz - cb, axis=-1) <= 10.0 * np.sqrt(3))
-        environments.append([int(i) for i in near if i not in side_chain])
-        labels.append([f"{chain}_{number}_{resname}", _RES_LABELS.get(resname, -1), *cb.tolist()])
-    label_frame = {"columns": ["subunit", "label", "x", "y", "z"], "index": list(range(len(labels))), "data": labels}
-    return {"atoms": frame(rows), "labels": label_frame, "subunit_indices": environments, "id": item_id}
-
-
 def test_res_environments_labels_hidden_target(tmp_path):
     rows = atom_rows(DATA / "2xcjA.pdb.gz")
     reference = parse_structure(DATA / "2xcjA.pdb.gz")
     picks = [10, 30, 50]
     targets = [("A", int(reference.residue_number[i]), C.RESIDUE_NAMES[reference.residue_type[i]]) for i in picks]
-    item = _res_item(rows, [*targets, ("A", int(reference.residue_number[5]), "XYZ")])
+    item = res_item(rows, [*targets, ("A", int(reference.residue_number[5]), "XYZ")])
     copy = [list(r) for r in rows] + [[*r[:4], "B", *r[5:13], r[13] + 3.0, *r[14:]] for r in rows]  # same numbers
-    ambiguous = _res_item(copy, [targets[0]], item_id="2xcj-twice")
+    ambiguous = res_item(copy, [targets[0]], item_id="2xcj-twice")
     write_atom3d_lmdb(tmp_path / "res" / "train", [item, ambiguous])
     ds, report = _load("res", tmp_path / "res", tmp_path, expect_skips=True)
     assert len(ds) == 3 and report["unknown_label"] == 1 and report["ambiguous_target"] == 1
@@ -442,8 +389,8 @@ def test_rows_collate_into_head_inputs(tmp_path):
     rows = [r for r in atom_rows(DATA / "2xcjA.pdb.gz") if r[col("element")] != "H"]
     reference = parse_structure(DATA / "2xcjA.pdb.gz")
     targets = [("A", int(reference.residue_number[i]), C.RESIDUE_NAMES[reference.residue_type[i]]) for i in (3, 9)]
-    write_atom3d_lmdb(tmp_path / "res" / "train", [_res_item(rows, targets)])
-    item, _ = _pip_item()
+    write_atom3d_lmdb(tmp_path / "res" / "train", [res_item(rows, targets)])
+    item, _ = pip_item()
     write_atom3d_lmdb(tmp_path / "pip" / "train", [item])
     res, _ = _load("res", tmp_path / "res", tmp_path)
     pip, _ = _load("pip", tmp_path / "pip", tmp_path, num_positives=2)
