@@ -3,8 +3,8 @@
 Setup lines (venv, pip) are checked against setup.cfg; `siamdiff-hf` command lines are parsed by the real CLI (flags
 and values must exist) and config-driven ones are validated with `--dry-run`; the quickstart and the embed
 command are run exactly as written (slow), in a folder that links the repository's files, twice for the
-quickstart (it must be rerunnable). A README command of a kind this file does not know fails the test, so new
-commands get checked too.
+quickstart (it must be rerunnable), then the Python snippets of the embedding and fine-tuning sections. A README
+command of a kind this file does not know fails the test, so new commands get checked too.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ RUN_AS_WRITTEN = (  # run by test_quickstart_and_embed_run_as_written, in this o
     ".venv/bin/siamdiff-hf embed --model outputs/quickstart/encoder siamdiff_hf/resources/structures/*.pdb.gz "
     "--output embeddings.parquet",
 )
+
+PYTHON_RUN_AS_WRITTEN = ("Embeddings for your own structures", "Fine-tuning")  # sections whose snippets run
 
 
 def readme_commands() -> list[str]:
@@ -123,3 +125,17 @@ def test_quickstart_and_embed_run_as_written(repository_view):
     assert result.returncode == 0, result.stderr[-2000:]
     table = pq.read_table(repository_view / "embeddings.parquet")
     assert table.num_rows == len(list((ROOT / "siamdiff_hf" / "resources" / "structures").glob("*.pdb.gz")))
+    for section in PYTHON_RUN_AS_WRITTEN:  # the sections' Python snippets, on the quickstart's encoder
+        (repository_view / "snippet.py").write_text(readme_python(section))
+        result = run(".venv/bin/python snippet.py")
+        assert result.returncode == 0, (section, result.stderr[-2000:])
+
+
+def readme_python(section: str) -> str:
+    """The ```python blocks of one README section (a `### ` heading), joined into one script."""
+    text = README.read_text()
+    start = text.index(f"\n### {section}\n")
+    end = min(i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1), len(text)) if i != -1)
+    blocks = re.findall(r"```python\n(.*?)```", text[start:end], flags=re.DOTALL)
+    assert blocks, section
+    return "\n".join(blocks)
