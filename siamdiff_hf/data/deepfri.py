@@ -22,10 +22,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..protein.formats import entry_id, structure_format
+
 TEST_CUTOFFS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.7, 0.95)
 GO_BRANCHES: tuple[str, ...] = ("MF", "BP", "CC")  # the order of the annotation file's columns and header blocks
 SPLITS: dict[str, str] = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
-_STRUCTURE_SUFFIXES = (".pdb", ".pdb.gz", ".ent", ".ent.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
 
 
 @dataclass
@@ -86,11 +87,9 @@ def read_cutoff_flags(path: Path, cutoff: float) -> dict[str, bool]:
 
 def _chain_of_file(name: str) -> str | None:
     """Return the chain id a structure file stands for (``1ABC-A_123.pdb`` -> ``1ABC-A``), None for other files."""
-    lower = name.lower()
-    for suffix in _STRUCTURE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)].split("_")[0]
-    return None
+    if structure_format(name) is None:
+        return None
+    return entry_id(name).split("_")[0]
 
 
 def _chain_key(chain: str) -> str:
