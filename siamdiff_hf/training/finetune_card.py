@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .finetune_config import FinetuneConfig, task_info
+from .finetune_config import LOCAL_TASKS, FinetuneConfig, task_info
 
 # Hub task types of the head levels (the Hub's `model-index` vocabulary)
 HUB_TASK_TYPES = {"protein": "text-classification", "residue": "token-classification", "pair": "text-classification"}
@@ -19,7 +19,8 @@ def finetune_model_card(config: FinetuneConfig, summary: dict[str, Any], folder:
     from huggingface_hub import EvalResult
     from transformers import AutoConfig
 
-    from ..hub import build_model_card
+    from ..hub import BUNDLED_DATA_WARNING, build_model_card
+    from .config import BUNDLED_SOURCE
 
     task = task_info(config.data.task)
     model_config = AutoConfig.from_pretrained(folder)
@@ -56,6 +57,7 @@ def finetune_model_card(config: FinetuneConfig, summary: dict[str, Any], folder:
         settings=settings, metrics=metrics,
         base_model=None if config.model.random_init or Path(base).exists() else base,
         tags=["fine-tuned", task.name],
+        warning=BUNDLED_DATA_WARNING if task.name in LOCAL_TASKS and BUNDLED_SOURCE in config.data.structures else None,
     )  # fmt: skip
     card.data.model_name = card.data.model_name or config.export.push_to_hub or folder.name
     card.data.pipeline_tag = None

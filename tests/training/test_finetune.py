@@ -125,6 +125,7 @@ def test_quickstart_through_the_cli(encoder, tmp_path, capsys, monkeypatch):
     assert test_split_accuracy(model, test_rows) == pytest.approx(reported)
     card = (output / "model" / "README.md").read_text()
     assert "model-index" in card and "residue-identity" in card and "AutoModelForTokenClassification" in card
+    assert "nothing useful" in card  # trained on the six bundled chains: the card says so
     # rerunnable as written (overwrite_output_dir: true in the quickstart)
     assert main(["finetune", *tiny(encoder, output, epochs=1), "compare_random_init=false"]) == 0
 
