@@ -2,9 +2,10 @@
 
 The protocol (SiamDiff `script/run_4gpu.py::train_and_validate`, `config/res/*.yaml`, `config/atom/*.yaml`): the
 whole encoder is fine-tuned with a 3-layer MLP head, Adam at 1e-4, ReduceLROnPlateau (factor 0.6, patience 5)
-stepped on the validation metric; valid and test are evaluated every epoch; the epoch with the best validation
-metric (the task's official one) is kept and its test metrics are reported. Several seeds give mean and standard
-deviation, as the paper reports. Here Trainer does the loop: `training_arguments` turns the protocol into
+stepped on the validation metric; valid and test are evaluated every epoch (every ``ceil(epochs / 50)`` epochs,
+as the official loop: GO's 200 epochs every 4); the epoch with the best validation metric (the task's official
+one) is kept and its test metrics are reported. Several seeds give mean and standard deviation, as the paper
+reports. Here Trainer does the loop: `training_arguments` turns the protocol into
 `TrainingArguments` (``eval_strategy=epoch``, ``metric_for_best_model=valid_<metric>``,
 ``load_best_model_at_end``, ``lr_scheduler_type=reduce_lr_on_plateau``), `FinetuneTrainer` adds what a structure
 task needs (the head's parameter groups, per-split metrics, per-example residue outputs for exact distributed
@@ -15,7 +16,7 @@ Output of ``finetune(config)`` in ``config.output_dir``::
     config.yaml                  the resolved config
     metrics.json                 per seed: best epoch, valid and test metrics; mean and std over seeds
     seed{s}/checkpoints/         Trainer checkpoints (``--resume`` continues from the newest)
-    seed{s}/log.jsonl            Trainer's log (train loss, learning rate, valid_*/test_* metrics per epoch)
+    seed{s}/log.jsonl            Trainer's log (train loss, learning rate, valid_*/test_* metrics per evaluation)
     seed{s}/model/               that seed's best model
     model/                       the best model of the seed with the best validation metric, with its model card
     random_init/seed{s}/...      the same runs from a randomly initialised encoder (``compare_random_init``)
@@ -123,7 +124,11 @@ def run_seed(config: FinetuneConfig, splits: dict[str, Any], seed: int, run_dir:
     args = training_arguments(config, seed, str(run_dir / "checkpoints"))
     processor = make_finetune_processor(config)
     metrics = {f"eval_{name}": compute_metrics_for(task, splits[name]) for name in ("valid", "test")}
-    trainer_kwargs = dict(args=args, split_metrics=metrics, callbacks=[JSONLogCallback(run_dir / "log.jsonl")])
+    callbacks = [JSONLogCallback(run_dir / "log.jsonl")]
+    interval = evaluation_interval(args.num_train_epochs)
+    if interval > 1 and args.max_steps <= 0:
+        callbacks.append(EvaluateEvery(interval))
+    trainer_kwargs = dict(args=args, split_metrics=metrics, callbacks=callbacks)
     if config.model.cache_embeddings:  # frozen encoder: encode once, train the head alone
         probe = HeadProbe(model, task.level)
         cached = {name: cache_head_inputs(model, data, processor, args, task.level) for name, data in splits.items()}
@@ -352,6 +357,26 @@ def labelled_rows_per_example(logits: torch.Tensor, labels: torch.Tensor, batch:
     out_logits[owner, position] = rows
     out_labels[owner, position] = labels[keep][order]
     return out_logits, out_labels
+
+
+def evaluation_interval(num_train_epochs: float) -> int:
+    """Return the epochs between evaluations of the official loop (SiamDiff `script/run_4gpu.py`, GearNet
+    `script/downstream.py` `train_and_validate`: ``ceil(num_epoch / 50)``): 1 up to 50 epochs, 4 for GO's 200."""
+    return max(1, math.ceil(num_train_epochs / 50))
+
+
+class EvaluateEvery(TrainerCallback):
+    """Evaluates (steps ReduceLROnPlateau, may select the epoch) and saves only every ``interval`` epochs and at
+    the last, as the official loop does."""
+
+    def __init__(self, interval: int):
+        self.interval = interval
+
+    def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
+        epoch = round(state.epoch)
+        if epoch % self.interval and epoch < math.ceil(args.num_train_epochs):
+            control.should_evaluate = control.should_save = False
+        return control
 
 
 class JSONLogCallback(TrainerCallback):

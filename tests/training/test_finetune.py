@@ -143,6 +143,21 @@ def test_best_epoch_is_the_best_validation_epoch():
         best_epoch_result(log, "f1_max")
 
 
+def test_evaluation_every_ceil_epochs_over_50_as_the_official_loop():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from siamdiff_hf.training.finetuning import EvaluateEvery, evaluation_interval
+
+    assert [evaluation_interval(n) for n in (5, 50, 51, 200)] == [1, 1, 2, 4]
+    args, callback, evaluated = TrainingArguments("/tmp/unused", num_train_epochs=10), EvaluateEvery(4), []
+    for epoch in range(1, 11):
+        control = TrainerControl(should_evaluate=True, should_save=True)  # what eval_strategy=epoch asks for
+        control = callback.on_epoch_end(args, TrainerState(epoch=float(epoch)), control)
+        assert control.should_save == control.should_evaluate
+        evaluated += [epoch] if control.should_evaluate else []
+    assert evaluated == [4, 8, 10]  # official: range(0, 10, 4) -> after epochs 4, 8 and the last
+
+
 def test_seed_aggregation():
     runs = {0: {"valid": {"auroc": 0.6}, "test": {"auroc": 0.70, "auprc": 0.5}},
             1: {"valid": {"auroc": 0.8}, "test": {"auroc": 0.74, "auprc": 0.7}},
