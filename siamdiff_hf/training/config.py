@@ -34,6 +34,7 @@ from .config_io import (
     build_dataclass,
     check_encoder,
     check_keys,
+    check_processor,
     init_parameters,
     positive,
     read_config_mapping,
@@ -286,7 +287,7 @@ def validate(config: PretrainConfig, *, check_sources: bool = True) -> None:
         raise ConfigError("data.num_workers", f"must be >= 0, got {data.num_workers}")
     if data.backend not in ("gemmi", "biopython"):
         raise ConfigError("data.backend", f"must be 'gemmi' or 'biopython', got {data.backend!r}")
-    check_keys(data.processor, "data.processor", _processor_parameters())
+    check_processor(data.processor)
     if check_sources:
         for i, source in enumerate(data.sources):
             _check_source(source, f"data.sources.{i}", data.files_per_shard)
@@ -365,12 +366,6 @@ def registered_objectives() -> list[str]:
 
     return sorted(c.model_type for c in MODEL_FOR_PRETRAINING_MAPPING._extra_content
                   if "encoder_config" in (getattr(c, "sub_configs", None) or {}))  # fmt: skip
-
-
-def _processor_parameters() -> set[str] | None:
-    from siamdiff_hf.protein.processor import ProteinStructureProcessor
-
-    return init_parameters(ProteinStructureProcessor)
 
 
 def bundled_structures() -> Path:

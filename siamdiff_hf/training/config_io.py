@@ -160,6 +160,13 @@ def check_keys(values: dict, prefix: str, known: set[str] | None) -> None:
             raise ConfigError(f"{prefix}.{key}", f"unknown key (known keys here: {', '.join(sorted(known))})")
 
 
+def check_processor(processor: dict, prefix: str = "data.processor") -> None:
+    """Raise `ConfigError` naming the first key of ``processor`` that `ProteinStructureProcessor` does not take."""
+    from ..protein.processor import ProteinStructureProcessor
+
+    check_keys(processor, prefix, init_parameters(ProteinStructureProcessor))
+
+
 def check_encoder(encoder: dict, prefix: str = "model.encoder") -> None:
     """Check the encoder's model_type is registered and every key is an argument of its config class."""
     from transformers import CONFIG_MAPPING

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ExportConfig
-from .config_io import ConfigError, build_dataclass, check_keys, init_parameters, positive, read_config_mapping
+from .config_io import ConfigError, build_dataclass, check_keys, check_processor, positive, read_config_mapping
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 LOCAL_TASKS = ("residue-identity",)  # built from structure files by the package (the quickstart's task)
@@ -170,7 +170,7 @@ def validate_finetune(config: FinetuneConfig, *, check_paths: bool = True) -> No
     if data.global_batch_size is not None:
         positive(data.global_batch_size, "data.global_batch_size")
     _check_options(data.task, data.options)
-    _check_processor(data.processor)
+    check_processor(data.processor)
     _check_head(model.head)
     check_training_arguments(config)
     if check_paths:
@@ -190,12 +190,6 @@ def _check_options(task: str, options: dict) -> None:
 
         known = {*_COMMON_OPTIONS, *TASK_OPTIONS[task]}
     check_keys(options, "data.options", known)
-
-
-def _check_processor(processor: dict) -> None:
-    from ..protein.processor import ProteinStructureProcessor
-
-    check_keys(processor, "data.processor", init_parameters(ProteinStructureProcessor))
 
 
 def _check_head(head: dict) -> None:
