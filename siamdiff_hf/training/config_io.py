@@ -35,8 +35,11 @@ def read_config_mapping(path: str | os.PathLike | None, overrides: list[str] | t
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as error:
             raise ConfigError("", f"cannot read config file {path}: {error}") from error
-        except yaml.YAMLError as error:
-            raise ConfigError("", f"{path} is not valid YAML: {error}") from error
+        except yaml.YAMLError as error:  # one line: the problem and where (PyYAML's message spans several)
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError("", f"{path} is not valid YAML: {problem}{where}") from error
         if not isinstance(raw, dict):
             raise ConfigError("", f"{path} must hold a mapping of keys, got {type(raw).__name__}")
     for override in overrides:

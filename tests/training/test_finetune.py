@@ -297,6 +297,14 @@ def test_cli_reports_config_errors(capsys):
     assert "training.num_train_epoch" in capsys.readouterr().err
 
 
+def test_cli_reports_invalid_yaml_in_one_line(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text("model:\n  encoder: [outputs/quickstart/encoder\n")
+    assert main(["finetune", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(config) in err and "not valid YAML" in err and "line " in err
+
+
 def test_cached_embeddings_train_the_head_as_the_frozen_encoder_does(encoder, tmp_path):
     settings = ["compare_random_init=false", "data.options.targets_per_protein=3", "model.freeze_encoder=true"]
     frozen, cached = tmp_path / "frozen", tmp_path / "cached"
