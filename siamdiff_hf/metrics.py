@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .protein.constants import IGNORE_INDEX
+
 __all__ = [
     "TASK_METRICS",
     "accuracy",
@@ -39,7 +41,6 @@ __all__ = [
     "spearman",
 ]
 
-IGNORE_INDEX = -100
 
 
 def _tensor(x: Any, name: str) -> torch.Tensor:

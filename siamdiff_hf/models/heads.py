@@ -30,11 +30,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 from transformers.utils import ModelOutput
 
 from ..graph import scatter_rows
-from ..protein.constants import CA_INDEX
+from ..protein.constants import CA_INDEX, IGNORE_INDEX
 from .configuration_heads import PROBLEM_TYPES
 from .modeling_utils import ProteinPreTrainedModel
-
-IGNORE_INDEX = -100
 
 
 class MultiLayerPerceptron(nn.Module):

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from siamdiff_hf.protein import Protein, ProteinStructureProcessor
+from siamdiff_hf.protein.constants import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 STRUCTURE_COLUMNS = ("id", "residue_type", "atom_positions", "atom_mask", "chain_id", "residue_number",
                      "insertion_code", "b_factor")  # fmt: skip
 REQUIRED_COLUMNS = ("residue_type", "atom_positions", "atom_mask", "chain_id")

@@ -38,13 +38,13 @@ import yaml
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from ..protein.constants import IGNORE_INDEX
 from .config_io import ConfigError
 from .finetune_config import FinetuneConfig, task_info
 from .precision import make_deterministic, resolve_mixed_precision, uses_cpu
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 TIMING = ("_runtime", "_samples_per_second", "_steps_per_second")  # Trainer's timings: not results
 PLATEAU = {"factor": 0.6, "patience": 5}  # SiamDiff `util.py` / `config/*/*.yaml` ReduceLROnPlateau
 PROTOCOL_DEFAULTS = {

@@ -19,10 +19,9 @@ import numpy as np
 
 from ..data.downstream import DownstreamTask
 from ..protein import parse_structure
-from ..protein.constants import CA_INDEX, NUM_RESIDUE_TYPES, RESIDUE_NAMES
+from ..protein.constants import CA_INDEX, IGNORE_INDEX, NUM_RESIDUE_TYPES, RESIDUE_NAMES
 
 TASK = "residue-identity"
-IGNORE_INDEX = -100
 TASK_INFO = DownstreamTask(
     TASK, "residue", "single_label_classification", NUM_RESIDUE_TYPES, "accuracy", ("accuracy",), True,
     "residue environments of the PDB chains bundled with siamdiff-hf (siamdiff_hf/resources/structures)",
