@@ -207,8 +207,16 @@ def main() -> None:
         results["afdb_sized"] = {"models": len(sized), "tar_entries": entries,
                                  "mean_length": round(float(np.mean([lengths[k] for k in sized])), 1)}  # fmt: skip
         for prefer in ("cif", "pdb"):
-            results[f"tar_{prefer}_1_worker"] = rate(load_afdb(tar, prefer=prefer))
-            results[f"tar_{prefer}_1_worker_collated"] = collated_rate(load_afdb(tar, prefer=prefer))
+            # the tar of the models that have this format (AFDB's tars hold both; the local models may not)
+            chosen = {key: f for key, f in sized.items() if prefer in f}
+            copies = -(-args.copies * len(sized) // max(len(chosen), 1))  # about as many entries as the pdb tar
+            path = tar if len(chosen) == len(sized) else tmp_path / f"UP000000001_0_{prefer.upper()}_v4.tar"
+            if path != tar:
+                write_tar(path, chosen, copies)
+            mean_length = round(float(np.mean([lengths[k] for k in chosen])), 1)
+            results[f"tar_{prefer}_models"] = {"models": len(chosen), "copies": copies, "mean_length": mean_length}
+            results[f"tar_{prefer}_1_worker"] = rate(load_afdb(path, prefer=prefer))
+            results[f"tar_{prefer}_1_worker_collated"] = collated_rate(load_afdb(path, prefer=prefer))
             print(prefer, results[f"tar_{prefer}_1_worker"], results[f"tar_{prefer}_1_worker_collated"], flush=True)
 
         start = time.perf_counter()
@@ -227,8 +235,9 @@ def main() -> None:
         print(results["memory_parquet"], results["memory_tar"], flush=True)
     results["targets"] = {
         "parse_within_2x_of_gemmi": {case: r["ratio_median"] <= 2 for case, r in results["parse"].items()},
-        "tar_300_per_s_per_worker": min(results[f"tar_{p}_1_worker"]["structures_per_s"] for p in ("cif", "pdb"))
-        >= 300,
+        "tar_300_per_s_per_worker": {
+            p: results[f"tar_{p}_1_worker"]["structures_per_s"] >= 300 for p in ("cif", "pdb")
+        },
         "parquet_1000_per_s_per_worker_collated": results["parquet_1_worker_collated"]["structures_per_s"] >= 1000,
     }
     results["note"] = (

@@ -36,7 +36,7 @@ from siamdiff_hf.data.sources import (
     resolve_sources,
 )
 from siamdiff_hf.protein.constants import NUM_ATOM37
-from siamdiff_hf.protein.formats import is_gzipped
+from siamdiff_hf.protein.formats import gunzip, is_gzipped
 from siamdiff_hf.protein.parsing import check_backend
 
 logger = logging.getLogger(__name__)
@@ -172,14 +172,13 @@ def protein_to_example(protein: Any) -> dict[str, Any]:
 
 def parse_record(record: RawStructure, backend: str = "gemmi") -> dict[str, Any] | SkipEvent:
     """Return the example of one raw record, or the `SkipEvent` explaining why it cannot be used."""
-    import gzip
 
     from siamdiff_hf.protein import InvalidStructureError, parse_structure
 
     data = record.data
     if record.gzipped or is_gzipped(data):
         try:
-            data = gzip.decompress(data)
+            data = gunzip(data)
         except GZIP_ERRORS as error:
             return SkipEvent("corrupt_gzip", record.origin, str(error) or type(error).__name__)
     try:

@@ -20,7 +20,6 @@ type 0 in TorchDrug's vocabulary).
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import zlib
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from siamdiff_hf.protein import InvalidStructureError, Protein
+from siamdiff_hf.protein.formats import gunzip
 
 DATAFRAME_TYPE = "<class 'pandas.core.frame.DataFrame'>"
 ATOM_COLUMNS: tuple[str, ...] = (
@@ -153,7 +153,7 @@ def _deserialize(data: bytes, fmt: str) -> Any:
 def decode_item(data: bytes, fmt: str = "json", name: str = "<item>") -> dict[str, Any]:
     """Return an item from its stored bytes: gunzip, deserialize, DataFrames (per ``types``) to `AtomFrame`."""
     try:
-        item = _deserialize(gzip.decompress(data), fmt)
+        item = _deserialize(gunzip(data), fmt)
     except (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError) as err:
         raise CorruptItemError(f"{name}: cannot decode ({type(err).__name__}: {err})") from err
     except Exception as err:  # msgpack raises its own exception types

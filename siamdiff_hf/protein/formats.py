@@ -5,6 +5,11 @@ from __future__ import annotations
 import gzip
 import zlib
 
+try:  # ISA-L's inflate (python-isal, a dependency): about 3.5x zlib's speed on AlphaFold DB files
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - a platform without isal wheels
+    _inflate = zlib
+
 # Suffixes of single-structure files -> format, longest first so ".cif.gz" wins over ".gz".
 STRUCTURE_SUFFIXES: dict[str, str] = {
     ".pdb.gz": "pdb", ".ent.gz": "pdb", ".cif.gz": "cif", ".mmcif.gz": "cif",
@@ -21,9 +26,25 @@ def is_gzipped(data: bytes) -> bool:
     return data[:2] == GZIP_MAGIC
 
 
+def gunzip(data: bytes) -> bytes:
+    """Return gzip ``data`` decompressed (raises one of `GZIP_ERRORS` on damaged data), with ISA-L when installed.
+
+    A single complete member, the usual case, is inflated in one call; several members, trailing bytes or a
+    truncated member go to `gzip.decompress`, whose reading and errors are the reference.
+    """
+    decompressor = _inflate.decompressobj(31)  # wbits 31: a gzip wrapper
+    try:
+        out = decompressor.decompress(data)
+    except _inflate.error as error:
+        raise zlib.error(str(error)) from error
+    if decompressor.eof and not decompressor.unused_data:
+        return out
+    return gzip.decompress(data)
+
+
 def maybe_gunzip(data: bytes) -> bytes:
     """Return ``data`` decompressed when it starts with the gzip magic, else unchanged (raises on corruption)."""
-    return gzip.decompress(data) if is_gzipped(data) else data
+    return gunzip(data) if is_gzipped(data) else data
 
 
 def structure_format(name: str) -> str | None:

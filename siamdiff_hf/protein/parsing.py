@@ -23,7 +23,6 @@ record: slow, simple, and the reference the tests hold the gemmi path to (identi
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import re
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from siamdiff_hf.protein import constants as C
-from siamdiff_hf.protein.formats import GZIP_ERRORS, entry_id, is_gzipped, normalise_format, structure_format
+from siamdiff_hf.protein.formats import GZIP_ERRORS, entry_id, gunzip, is_gzipped, normalise_format, structure_format
 from siamdiff_hf.protein.protein import InvalidStructureError, Protein
 
 BACKENDS: tuple[str, ...] = ("gemmi", "biopython")
@@ -104,16 +103,18 @@ def _parse_bytes(data: bytes, *, fmt: str | None, name: str, chain, backend: str
     """Return the `Protein` of raw (possibly gzipped) PDB/mmCIF bytes; ``name`` is used in errors."""
     if is_gzipped(data):
         try:
-            data = gzip.decompress(data)
+            data = gunzip(data)
         except GZIP_ERRORS as err:
             raise InvalidStructureError(name, f"corrupt gzip data ({err})") from err
     if not data or data.isspace():  # not `data.strip()`, which copies the whole file
         raise InvalidStructureError(name, "empty file")
     fmt = normalise_format(fmt, name) if fmt is not None else ("cif" if _CIF_START.match(data[:4096]) else "pdb")
     protein_id = id if id is not None else _stem(name)
+    columns = None
     try:
         if backend == "gemmi":
-            protein = _protein_from_columns(_gemmi_columns(data, fmt), name, protein_id)
+            columns = _gemmi_columns(data, fmt)
+            protein = _protein_from_columns(columns, name, protein_id)
         else:
             model = _first_model(_biopython_structure(data, fmt, protein_id))
             table = _table_from_biopython(model) if model is not None else _ResidueTable()
@@ -122,8 +123,8 @@ def _parse_bytes(data: bytes, *, fmt: str | None, name: str, chain, backend: str
         raise
     except Exception as err:  # parser errors come in many types (ValueError, RuntimeError, KeyError, ...)
         raise InvalidStructureError(name, f"cannot parse as {fmt} ({type(err).__name__}: {err})") from err
-    if backend == "gemmi" and fmt == "pdb" and _has_zero_coordinate(protein):
-        _check_pdb_coordinates(data, name)  # gemmi writes 0.0 for unparsable numbers
+    if columns is not None and fmt == "pdb" and _has_zero_coordinate(protein):
+        _check_zero_records(data, name, columns)  # gemmi writes 0.0 for unparsable numbers
     return _finish(protein, name, chain)
 
 
@@ -166,8 +167,31 @@ _NAMES = sorted(_KEPT_NAMES, key=lambda n: np.frombuffer(n.encode().ljust(8, b"\
 _NAME_TABLE = np.array([np.frombuffer(n.encode().ljust(8, b"\0"), dtype=np.uint64)[0] for n in _NAMES])
 _NAME_SLOT = np.array([C.ATOM37_INDEX.get(n, -1) for n in _NAMES], dtype=np.int64)
 _NAME_CODE = {n: i for i, n in enumerate(_NAMES)}
-_BACKBONE_CODES = np.array([_NAME_CODE[n] for n in _BACKBONE])
+_BACKBONE_SLOT = np.full(len(_NAMES), -1)  # name code -> 0, 1, 2 for N, CA, C; -1 for other names
+_BACKBONE_SLOT[[_NAME_CODE[n] for n in _BACKBONE]] = np.arange(len(_BACKBONE))
 _CA_CODE = _NAME_CODE["CA"]
+
+
+def _name_hash(table: np.ndarray, bits: int = 10) -> tuple[np.uint64, np.ndarray, np.ndarray]:
+    """Return a multiplier and the (2**bits,) slot tables of a perfect hash of ``table``'s names.
+
+    ``slot = (name * multiplier) >> (64 - bits)`` is distinct for every kept name: a record's code is
+    ``codes[slot]``, valid where ``names[slot]`` equals its name. Five integer operations per record instead of
+    a binary search; the multiplier is drawn from a seeded generator, so it is the same in every process.
+    """
+    rng = np.random.default_rng(0)
+    while True:
+        multiplier = np.uint64(rng.integers(1, 2**63, dtype=np.uint64) | np.uint64(1))
+        slots = (table * multiplier) >> np.uint64(64 - bits)
+        if len(np.unique(slots)) == len(table):
+            names = np.zeros(2**bits, dtype=np.uint64)
+            codes = np.zeros(2**bits, dtype=np.int64)
+            names[slots], codes[slots] = table, np.arange(len(table))
+            return multiplier, names, codes
+
+
+_HASH_MULTIPLIER, _HASH_NAMES, _HASH_CODES = _name_hash(_NAME_TABLE)
+_HASH_SHIFT = np.uint64(64 - 10)
 _ICODES = np.array(["" if c in (0, 32) else chr(c) for c in range(256)])  # insertion code byte -> str
 _NOT_AMINO, _IF_BACKBONE = -1, -2  # residue-name classes besides a residue type id
 
@@ -178,9 +202,9 @@ class _Columns:
     Names (chain, residue, atom) are 8-byte integers: gemmi's zero-padded (N, 8) char arrays viewed as uint64.
     """
 
-    def __init__(self, chain, resnum, icode, resname, name, occ, pos, b):
+    def __init__(self, chain, resnum, icode, resname, name, occ, pos, b, serial=None):
         self.chain, self.resnum, self.icode, self.resname = chain, resnum, icode, resname
-        self.name, self.occ, self.pos, self.b = name, occ, pos, b
+        self.name, self.occ, self.pos, self.b, self.serial = name, occ, pos, b, serial
         self.num_records = len(name)  # every record, hydrogens and waters included
 
 
@@ -202,9 +226,13 @@ def _gemmi_columns(data: bytes, fmt: str) -> _Columns | None:
     def as_int(chars: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(chars).view(np.uint64).reshape(-1)
 
+    # resnums, icodes, occ, pos, b_iso and serials are strided views into gemmi's atom structs (128 bytes apart):
+    # the columns the rules scan repeatedly are copied contiguous once; pos, b and serial are only gathered from
     return _Columns(
-        chain=as_int(flat.chain_ids), resnum=flat.resnums, icode=flat.icodes.view(np.uint8),
-        resname=as_int(flat.residue_names), name=as_int(flat.atom_names), occ=flat.occ, pos=flat.pos, b=flat.b_iso,
+        chain=as_int(flat.chain_ids), resnum=np.ascontiguousarray(flat.resnums),
+        icode=np.ascontiguousarray(flat.icodes).view(np.uint8), resname=as_int(flat.residue_names),
+        name=as_int(flat.atom_names), occ=np.ascontiguousarray(flat.occ), pos=flat.pos, b=flat.b_iso,
+        serial=flat.serials,
     )  # fmt: skip
 
 
@@ -216,27 +244,29 @@ def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str
     """
     if columns is None or columns.num_records == 0:
         raise InvalidStructureError(source, "no atom records (empty file or not PDB/mmCIF)")
-    code = np.searchsorted(_NAME_TABLE, columns.name).clip(max=len(_NAME_TABLE) - 1)
-    kept = np.flatnonzero(_NAME_TABLE[code] == columns.name)
+    slot = (columns.name * _HASH_MULTIPLIER) >> _HASH_SHIFT
+    code = _HASH_CODES[slot]
+    kept = np.flatnonzero(_HASH_NAMES[slot] == columns.name)
     if len(kept) == 0:
         raise InvalidStructureError(source, "no protein residues (only waters, ligands or other molecules)")
-    code, occ = code[kept], columns.occ[kept]
-    chain, resnum, icode = columns.chain[kept], columns.resnum[kept], columns.icode[kept]
-    resname = columns.resname[kept]
+    if len(kept) == columns.num_records:  # every record a kept name (no hydrogens nor ligands): no copies
+        occ, chain, resnum, icode, resname = columns.occ, columns.chain, columns.resnum, columns.icode, columns.resname
+    else:
+        code, occ = code[kept], columns.occ[kept]
+        chain, resnum, icode = columns.chain[kept], columns.resnum[kept], columns.icode[kept]
+        resname = columns.resname[kept]
     new_run = _first_of_run(chain, resnum, icode, resname)
     run_start = np.flatnonzero(new_run)
     run_of = np.cumsum(new_run) - 1  # atom -> run
 
     # chains by first appearance; residue ids (chain, number, insertion code) by first appearance in their chain
-    chain_names, chain_first, run_chain = np.unique(chain[run_start], return_index=True, return_inverse=True)
+    chain_names, chain_first, run_chain = _unique(chain[run_start])
     chain_rank = np.argsort(np.argsort(chain_first))[run_chain].astype(np.int64)
     key = (chain_rank << 40) | ((resnum[run_start].astype(np.int64) + 2**31) << 8) | icode[run_start]
-    residue_keys, residue_first, run_residue = np.unique(key, return_index=True, return_inverse=True)
+    residue_keys, residue_first, run_residue = _unique(key)
     residue_rank = residue_keys >> 40
     resnames, run_resname = np.unique(resname[run_start], return_inverse=True)
-    variant_keys, variant_first, run_variant = np.unique(
-        run_residue.astype(np.int64) * len(resnames) + run_resname, return_index=True, return_inverse=True
-    )
+    variant_keys, variant_first, run_variant = _unique(run_residue.astype(np.int64) * len(resnames) + run_resname)
     variant_residue, variant_resname = np.divmod(variant_keys, len(resnames))
     variant_of = run_variant[run_of]
 
@@ -255,10 +285,10 @@ def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str
     best_variant, best_code = variant_of[best], code[best]
 
     residue_class, renames = _classify_names(resnames)
-    backbone = np.zeros((len(variant_keys), len(_BACKBONE_CODES)), dtype=bool)
-    is_backbone = best_code[:, None] == _BACKBONE_CODES
-    any_backbone = is_backbone.any(1)
-    backbone[best_variant[any_backbone], is_backbone[any_backbone].argmax(1)] = True
+    backbone = np.zeros((len(variant_keys), len(_BACKBONE)), dtype=bool)
+    backbone_slot = _BACKBONE_SLOT[best_code]
+    is_backbone = backbone_slot >= 0
+    backbone[best_variant[is_backbone], backbone_slot[is_backbone]] = True
     variant_type = residue_class[variant_resname]
     variant_type = np.where(
         (variant_type == _IF_BACKBONE) & backbone.all(1), C.UNKNOWN_RESIDUE, np.maximum(variant_type, _NOT_AMINO)
@@ -313,7 +343,7 @@ def _protein_from_columns(columns: _Columns | None, source: str, protein_id: str
     length = len(residues)
     flat_slot = row * C.NUM_ATOM37 + slot
     positions = np.zeros((length * C.NUM_ATOM37, 3), dtype=np.float32)
-    positions[flat_slot] = columns.pos[records]
+    positions[flat_slot] = np.take(columns.pos, records, axis=0)  # np.take: faster than fancy indexing here
     mask = np.zeros(length * C.NUM_ATOM37, dtype=bool)
     mask[flat_slot] = True
     b_factor = np.zeros(length, dtype=np.float32)
@@ -339,6 +369,16 @@ def _decode(value: np.uint64) -> str:
     return value.tobytes().rstrip(b"\0").decode("latin-1").strip()
 
 
+def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``np.unique(values, return_index=True, return_inverse=True)``, without a sort when ``values`` are
+    already non-decreasing (the usual case: chains, residues and variants listed in order)."""
+    if (values[1:] >= values[:-1]).all():
+        first = _first_of_run(values)
+        index = np.flatnonzero(first)
+        return values[index], index, np.cumsum(first) - 1
+    return np.unique(values, return_index=True, return_inverse=True)
+
+
 def _first_of_run(*keys: np.ndarray) -> np.ndarray:
     """Return a bool mask marking the first element of each run of equal consecutive ``keys`` tuples."""
     first = np.zeros(len(keys[0]), dtype=bool)
@@ -353,6 +393,9 @@ def _classify_names(resnames: np.ndarray) -> tuple[np.ndarray, list[tuple[int, s
 
     A loop over the few distinct residue names of a file (each classified once per process), not over residues.
     """
+    cache_key = resnames.tobytes()
+    if cache_key in _FILE_CLASSES:
+        return _FILE_CLASSES[cache_key]
     classes = np.empty(len(resnames), dtype=np.int64)
     renames: list[tuple[int, str, str]] = []
     for i, value in enumerate(resnames.tolist()):
@@ -361,10 +404,14 @@ def _classify_names(resnames: np.ndarray) -> tuple[np.ndarray, list[tuple[int, s
             known = _NAME_CLASSES[value] = _classify_name(_decode(np.uint64(value)))
         classes[i] = known[0]
         renames.extend((i, old, new) for old, new in known[1])
+    classes.flags.writeable = False
+    if len(_FILE_CLASSES) < 4096:  # the sets of residue names of a corpus repeat (20 amino acids and a few more)
+        _FILE_CLASSES[cache_key] = classes, renames
     return classes, renames
 
 
 _NAME_CLASSES: dict[int, tuple[int, tuple[tuple[str, str], ...]]] = {}  # a cache: residue names are few
+_FILE_CLASSES: dict[bytes, tuple[np.ndarray, list[tuple[int, str, str]]]] = {}  # per set of names (read only)
 
 
 def _classify_name(resname: str) -> tuple[int, tuple[tuple[str, str], ...]]:
@@ -385,10 +432,53 @@ _DIGITS = np.zeros(256, dtype=bool)
 _DIGITS[list(b"0123456789")] = True
 
 
+_MAX_TARGETED = 64  # zero-coordinate records looked up one by one; more, and every record is screened
+
+
+def _check_zero_records(data: bytes, source: str, columns: _Columns) -> None:
+    """Raise InvalidStructureError if a record gemmi read with a 0.0 coordinate holds a non-number there.
+
+    AlphaFold DB files hold an exact 0.000 in about one file in four, so the records are looked up by serial
+    number (``bytes.find``, no pass over every line) and their coordinate fields read with ``float``. Where a
+    serial does not identify its record (none, hybrid-36, duplicates, a record that reads differently), every
+    record is screened instead (`_check_pdb_coordinates`).
+    """
+    zero = np.flatnonzero((columns.pos == 0).any(axis=1))
+    if columns.serial is None or len(zero) > _MAX_TARGETED:
+        return _check_pdb_coordinates(data, source)
+    for index in zero.tolist():
+        serial = int(columns.serial[index])
+        line = _record_line(data, serial) if 0 < serial <= 99999 else None
+        if line is None:
+            return _check_pdb_coordinates(data, source)
+        try:
+            xyz = [float(line[field]) for field in _PDB_COORDINATE_COLUMNS]
+        except ValueError:
+            text = line.decode("latin-1").rstrip()
+            raise InvalidStructureError(source, f"invalid coordinate in record {text!r}") from None
+        if xyz != columns.pos[index].tolist():  # another record with this serial: screen them all
+            return _check_pdb_coordinates(data, source)
+    return None
+
+
+def _record_line(data: bytes, serial: int) -> bytes | None:
+    """Return the first ATOM/HETATM line with this serial number (columns 7-11), or None if there is none."""
+    for record in (b"ATOM  ", b"HETATM"):
+        key = record + b"%5d" % serial
+        start = data.find(key)
+        while start > 0 and data[start - 1] != 10:  # not at a line start: look further
+            start = data.find(key, start + 1)
+        if start >= 0:
+            end = data.find(b"\n", start)
+            return data[start : end if end >= 0 else len(data)]
+    return None
+
+
 def _check_pdb_coordinates(data: bytes, source: str) -> None:
     """Raise InvalidStructureError if an ATOM/HETATM coordinate field is not a number (gemmi reads those as 0).
 
-    Runs only when a parsed coordinate is exactly 0.0. The coordinate columns of every record are screened with
+    Runs only when a parsed coordinate is exactly 0.0 and `_check_zero_records` cannot look the records up by
+    serial. The coordinate columns of every record are screened with
     numpy (a field of digits, signs, points and exponents, holding a digit, is a number); only the records that
     fail the screen are checked with ``float``, which names the first bad record.
     """

@@ -162,7 +162,12 @@ def pack(proteins: list[Protein]) -> dict[str, np.ndarray]:
         raise ValueError("cannot pack an empty list of proteins")
     chain_index, offset = [], 0
     for protein in proteins:
-        _, local = np.unique(protein.chain_id, return_inverse=True)
+        chain_id = protein.chain_id
+        if chain_id[0] == chain_id[-1] and (chain_id == chain_id[0]).all():  # one chain (AFDB models): no sorts
+            chain_index.append(np.full(len(chain_id), offset, dtype=np.int64))
+            offset += 1
+            continue
+        _, local = np.unique(chain_id, return_inverse=True)
         # renumber chains by first appearance so chain_index increases along the packed residues
         order = np.unique(local, return_index=True)[1].argsort().argsort()
         chain_index.append(order[local] + offset)

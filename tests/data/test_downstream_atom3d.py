@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import os
 from pathlib import Path
 
@@ -352,32 +351,6 @@ def test_bad_arguments_name_the_problem(tmp_path):
         load_downstream("psr", tmp_path / "psr", "test", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="target_match"):
         load_downstream("res", tmp_path / "psr", target_match="x", cache_dir=tmp_path)
-
-
-def test_real_atom3d_lmdb_when_present():
-    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "atom3d_lmdb"
-    if not (root / "data.mdb").exists():
-        pytest.skip("../shared/data/atom3d_lmdb not present")
-    db = Atom3DLMDB(root)
-    ids = db.ids()
-    assert len(db) == len(ids) == 4
-    for name, index in ids.items():
-        item = db.item(index)
-        atoms = item["atoms"]
-        protein = protein_from_atoms(atoms, id=name, source=f"{root}[{index}]")
-        amino = np.isin(atoms["resname"], C.RESIDUE_NAMES) & (atoms["name"] == "CA") & (atoms["model"] == 1)
-        keys = set(zip(atoms["chain"][amino], atoms["residue"][amino], atoms["insertion_code"][amino]))
-        assert protein.length == len(keys) and json.dumps(protein.chains)
-        # the released layout: bp_to_df's 20 columns, marked a DataFrame in `types`, with these value types
-        assert tuple(atoms) == atom3d.ATOM_COLUMNS and item["types"]["atoms"] == atom3d.DATAFRAME_TYPE
-        kinds = {c: atoms[c].dtype.kind for c in atoms}
-        assert {c for c, k in kinds.items() if k == "i"} == {"subunit", "model", "residue", "serial_number"}
-        assert {c for c, k in kinds.items() if k == "f"} == {"occupancy", "bfactor", "x", "y", "z"}
-        np.testing.assert_allclose(
-            protein.atom_positions[:, C.CA_INDEX], np.stack([atoms[a][amino] for a in "xyz"], -1), atol=1e-5
-        )  # these entries have one CA per residue, in file order
-        icode = atoms["insertion_code"][amino]
-        np.testing.assert_array_equal(protein.insertion_code, np.where(icode == " ", "", icode))
 
 
 # --- rows -> the heads' batch -------------------------------------------------------------------------------------

@@ -126,22 +126,3 @@ def test_task_table_and_features():
     assert TASKS["psr"].problem_type == "regression" and TASKS["msp"].level == TASKS["pip"].level == "pair"
     assert downstream_features("ec")["labels"].length == 538
     assert {"selection_1", "selection_2", "residue_type_1", "atom_positions_2"} <= set(downstream_features("pip"))
-
-
-def test_real_deepfri_split_files_when_present(tmp_path):
-    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ec_go_splits"
-    if not root.is_dir():
-        pytest.skip("../shared/data/ec_go_splits not present")
-    (tmp_path / "none").mkdir()
-    counts = {}
-    for split in ("train", "valid", "test"):
-        result = read_split(root, "ec", split, structure_dir=tmp_path / "none")
-        assert len(result.terms) == 538 and not result.chains  # no structures there: every chain counted missing
-        counts[split] = result.counts
-    lines = {s: len((root / f"nrPDB-EC_2020.04_{s}.txt").read_text().split()) for s in ("train", "valid", "test")}
-    assert {s: c["listed"] for s, c in counts.items()} == lines
-    assert counts["test"]["removed_by_cutoff"] == 0  # every EC test chain is flagged 1 at 95%
-    assert (
-        read_split(root, "ec", "test", test_cutoff=0.3, structure_dir=tmp_path / "none").counts["removed_by_cutoff"]
-        == lines["test"] - 720
-    )  # 720 test chains below 30% identity

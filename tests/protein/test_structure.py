@@ -480,3 +480,26 @@ def test_crop_every_start_reachable_and_reproducible(data_dir):
     c = protein.crop(15).residue_number[0]
     torch.manual_seed(5)
     assert protein.crop(15).residue_number[0] == c  # None: torch's global RNG
+
+
+def _numbered(lines: list[str]) -> list[str]:
+    """Give records serial numbers 1, 2, ... (columns 7-11)."""
+    return [line[:6] + f"{i + 1:>5}" + line[11:] for i, line in enumerate(lines)]
+
+
+def test_exact_zero_coordinates_are_checked_by_serial():
+    """gemmi reads text it cannot parse as 0.0: records with a 0.0 are looked up and their text checked."""
+    lines = _numbered(residue_lines("GLY", "A", 1, ["N", "CA", "C", "O"]))
+    lines[1] = lines[1][:30] + f"{0.0:8.3f}" + lines[1][38:]  # a genuine 0.000
+    protein = parse_both(pdb_text(lines))
+    assert protein.atom_positions[0, C.CA_INDEX, 0] == 0
+    bad = list(lines)
+    bad[2] = bad[2][:38] + "   x.yz " + bad[2][46:]
+    with pytest.raises(InvalidStructureError, match=r"invalid coordinate in record 'ATOM      3  C"):
+        Protein.from_bytes(pdb_text(bad), format="pdb", name="bad.pdb")
+    # the serial does not identify the record (a duplicate serial, or none): every record is screened
+    for serial in ("    1", "     "):
+        unnamed = list(bad)
+        unnamed[2] = unnamed[2][:6] + serial + unnamed[2][11:]
+        with pytest.raises(InvalidStructureError, match="invalid coordinate in record"):
+            Protein.from_bytes(pdb_text(unnamed), format="pdb", name="bad.pdb")
