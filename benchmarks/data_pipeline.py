@@ -13,6 +13,8 @@ Reads the AlphaFold DB models in ``../shared/data/afdb`` (beside the repository;
 * ``memory``: resident memory of one process streaming ``--long`` structures from Parquet (and a shorter tar
   stream), sampled along the way: it must stay flat.
 
+Stream rates are the median of three passes (all three recorded): the same pass varies by up to 30% here.
+
 The machine may be shared: the JSON records the load average; compare ratios, not absolute rates.
 Writes ``benchmarks/results/data_pipeline.json`` (``data_pipeline_quick.json`` with ``--quick``, whose 28-structure
 Parquet stream fits in one decoded batch and so does not time Parquet decoding). Usage:
@@ -120,6 +122,12 @@ def write_tar(path: Path, models: dict[str, dict[str, bytes]], copies: int) -> i
     return count
 
 
+def median_of(measure, dataset, passes: int = 3) -> dict:
+    """Return the pass of ``measure(dataset)`` with the median rate, and every pass's rate (the machine is noisy)."""
+    runs = sorted((measure(dataset) for _ in range(passes)), key=lambda run: run["structures_per_s"])
+    return {**runs[len(runs) // 2], "passes_structures_per_s": [run["structures_per_s"] for run in runs]}
+
+
 def rate(dataset, limit: int | None = None) -> dict:
     """Iterate ``dataset`` in this process (one worker); return structures/s and residues/s after the first one."""
     count = residues = 0
@@ -215,8 +223,8 @@ def main() -> None:
                 write_tar(path, chosen, copies)
             mean_length = round(float(np.mean([lengths[k] for k in chosen])), 1)
             results[f"tar_{prefer}_models"] = {"models": len(chosen), "copies": copies, "mean_length": mean_length}
-            results[f"tar_{prefer}_1_worker"] = rate(load_afdb(path, prefer=prefer))
-            results[f"tar_{prefer}_1_worker_collated"] = collated_rate(load_afdb(path, prefer=prefer))
+            results[f"tar_{prefer}_1_worker"] = median_of(rate, load_afdb(path, prefer=prefer))
+            results[f"tar_{prefer}_1_worker_collated"] = median_of(collated_rate, load_afdb(path, prefer=prefer))
             print(prefer, results[f"tar_{prefer}_1_worker"], results[f"tar_{prefer}_1_worker_collated"], flush=True)
 
         start = time.perf_counter()
@@ -226,8 +234,8 @@ def main() -> None:
                                           "seconds": round(seconds, 2),
                                           "structures_per_s": round(summary.kept / seconds, 1)}  # fmt: skip
         parquet = load_afdb(tmp_path / "parquet")
-        results["parquet_1_worker"] = rate(parquet)
-        results["parquet_1_worker_collated"] = collated_rate(parquet)
+        results["parquet_1_worker"] = median_of(rate, parquet)
+        results["parquet_1_worker_collated"] = median_of(collated_rate, parquet)
         print(results["parquet_1_worker"], results["parquet_1_worker_collated"], flush=True)
 
         results["memory_parquet"] = memory_profile(parquet, args.long)
