@@ -99,6 +99,7 @@ class DataConfig:
     shuffle: bool = True
     shuffle_buffer_size: int = 1
     num_workers: int = 0
+    prefetch_factor: int | None = None  # batches each worker parses ahead of the step (torch's default: 2)
     drop_last: bool = False
     processor: dict = field(default_factory=dict)
 
@@ -285,6 +286,10 @@ def validate(config: PretrainConfig, *, check_sources: bool = True) -> None:
         positive(data.crop_length, "data.crop_length")
     if data.num_workers < 0:
         raise ConfigError("data.num_workers", f"must be >= 0, got {data.num_workers}")
+    if data.prefetch_factor is not None:
+        positive(data.prefetch_factor, "data.prefetch_factor")
+        if data.num_workers == 0:
+            raise ConfigError("data.prefetch_factor", "needs data.num_workers > 0 (the main process parses in step)")
     if data.backend not in ("gemmi", "biopython"):
         raise ConfigError("data.backend", f"must be 'gemmi' or 'biopython', got {data.backend!r}")
     check_processor(data.processor)

@@ -52,7 +52,9 @@ def make_stream(config: PretrainConfig, accelerator: Accelerator) -> StructureSt
                            accelerator.num_processes, accelerator.num_processes)  # fmt: skip
         dataset = split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
     collator = Collator(make_processor(config), seed=config.seed)
-    stream = StructureStream(dataset, collator, data.batch_size, data.num_workers, data.drop_last)
+    stream = StructureStream(
+        dataset, collator, data.batch_size, data.num_workers, data.drop_last, prefetch_factor=data.prefetch_factor
+    )
     stream.counts = counts
     return stream
 
@@ -81,10 +83,15 @@ class StructureStream:
     exact only through torchdata's ``StatefulDataLoader``, used when installed) and the running totals.
     """
 
-    def __init__(self, dataset: Any, collator: Collator, batch_size: int, num_workers: int, drop_last: bool):
+    def __init__(
+        self, dataset: Any, collator: Collator, batch_size: int, num_workers: int, drop_last: bool,
+        prefetch_factor: int | None = None,
+    ):  # fmt: skip
         self.dataset, self.collator = dataset, collator
         self.loader_kwargs = dict(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                                   collate_fn=collator)  # fmt: skip
+        if num_workers > 0 and prefetch_factor is not None:  # workers decompress and parse while the step runs
+            self.loader_kwargs["prefetch_factor"] = prefetch_factor
         self.epoch, self.proteins, self.skipped = 0, 0, 0
         self.counts: Any = None  # the `StreamCounts` of the stream, set by `make_stream`
         self._iterator: Iterator | None = None

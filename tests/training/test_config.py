@@ -87,6 +87,8 @@ def test_overrides_and_bundled_source():
         (["stages.1.gamma=1.5"], "stages.1.gamma", "[0, 1]"),
         (["data"], "data", "key=value"),
         (["model.sequence_model_from=esm2"], "model.sequence_model_from", "esm_gearnet"),
+        (["data.prefetch_factor=4"], "data.prefetch_factor", "num_workers > 0"),
+        (["data.num_workers=2", "data.prefetch_factor=0"], "data.prefetch_factor", "positive"),
     ],
 )
 def test_bad_config_names_the_key(overrides, key, words):

@@ -279,3 +279,23 @@ def test_any_registered_objective_runs(tmp_path):
                               "proteins_per_second"}) >= 1  # the objective's own metrics  # fmt: skip
     assert type(AutoModel.from_pretrained(output_dir / "encoder")).__name__ == "GearNetModel"
     assert "ResidueTypePrediction" in (output_dir / "encoder" / "README.md").read_text()
+
+
+def test_workers_parse_ahead_with_prefetch_factor(tmp_path):
+    """data.num_workers + data.prefetch_factor: worker processes parse batches ahead, all structures delivered."""
+    from accelerate import Accelerator
+
+    from siamdiff_hf.training import load_config
+    from siamdiff_hf.training.stream import make_stream
+
+    overrides = [*TINY, f"output_dir={tmp_path}", "data.num_workers=2", "data.prefetch_factor=3",
+                 "data.files_per_shard=2", "data.shuffle=false"]  # fmt: skip
+    config = load_config(QUICKSTART, overrides)
+    stream = make_stream(config, Accelerator(cpu=True))
+    seen = set()
+    while stream.epoch == 0:
+        inputs, ids = next(stream)
+        assert inputs["batch"].max() < config.data.batch_size
+        seen.update(ids)
+    assert stream._loader.num_workers == 2 and stream._loader.prefetch_factor == 3
+    assert len(seen) == len(list((ROOT / "siamdiff_hf" / "resources" / "structures").glob("*.pdb.gz")))
