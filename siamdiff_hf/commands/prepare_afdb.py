@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         prefer=args.prefer,
         files_per_shard=args.files_per_shard,
+        layout=args.layout,
         progress=not args.no_progress,
     )
     print(f"{summary} in {args.output}")
@@ -90,6 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--prefer", choices=("cif", "pdb"), default="cif",
                         help="format kept when an entry has both (AFDB tars do; default cif)")  # fmt: skip
     parser.add_argument("--files-per-shard", type=int, default=1000, help="loose files per input shard")
+    parser.add_argument("--layout", choices=("arrays", "packed"), default="arrays",
+                        help="arrays (default: datasets Array3D columns) or packed (raw bytes, ~5x faster to read)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser

@@ -258,7 +258,7 @@ def load_afdb(
     Args:
         sources: paths, globs, directories or URLs (``file://``, ``http(s)://``, ``hf://``, any fsspec URL) of
             PDB/mmCIF files (``.gz`` too), AFDB tar shards (per-proteome and Swiss-Prot tars, read as streams),
-            Parquet shards written by ``siamdiff-hf prepare-afdb``, or Foldcomp databases.
+            Parquet shards written by ``siamdiff-hf prepare-afdb`` (either layout), or Foldcomp databases.
         streaming: build an `IterableDataset` (no parsing up front); otherwise parse everything into Arrow.
         min_length, max_length: keep structures with ``min_length <= L <= max_length`` residues.
         min_plddt: keep structures whose mean pLDDT (CA B-factor) is at least this.

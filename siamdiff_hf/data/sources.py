@@ -389,7 +389,7 @@ _PER_RESIDUE = {"residue_type": 1, "plddt": 1, "atom_positions": NUM_ATOM37 * 3,
 
 
 def iter_parquet(location: str, batch_size: int = 64) -> Iterator[dict[str, Any] | SkipEvent]:
-    """Yield example dicts (numpy arrays) from a Parquet shard written by ``prepare-afdb``.
+    """Yield example dicts (numpy arrays) from a Parquet shard written by ``prepare-afdb`` (either layout).
 
     Columns are flattened in bulk and split by each column's own list offsets, so no per-value Python objects are
     made. A file without the `PARQUET_COLUMNS` (another schema) raises `SourceError` naming the file and the
@@ -410,9 +410,12 @@ def iter_parquet(location: str, batch_size: int = 64) -> Iterator[dict[str, Any]
                 f"{location}: not a prepare-afdb Parquet file: no column {', '.join(map(repr, missing))} "
                 f"(columns: {', '.join(names)})"
             )
+        from siamdiff_hf.data.packed import is_packed, packed_batch_to_examples
+
+        to_examples = packed_batch_to_examples if is_packed(parquet.schema_arrow) else _batch_to_examples
         first_row = 0
         for batch in parquet.iter_batches(batch_size=batch_size, columns=list(PARQUET_COLUMNS)):
-            yield from _batch_to_examples(batch, location, first_row)
+            yield from to_examples(batch, location, first_row)
             first_row += batch.num_rows
     finally:
         stream.close()
@@ -431,6 +434,17 @@ def _flat_values(column: Any, depth: int) -> np.ndarray:
     for _ in range(depth):
         column = pc.list_flatten(column)
     return column.to_numpy(zero_copy_only=False)
+
+
+def list_column(column: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Return (values per row, -1 for null; the rows as numpy views of one flat array) of a list column."""
+    import pyarrow.compute as pc
+
+    counts = pc.fill_null(pc.list_value_length(_storage(column)), -1).to_numpy()
+    flat = _flat_values(column, 1)
+    if flat.size != counts.clip(min=0).sum():
+        raise ValueError("list values and lengths disagree")
+    return counts, np.split(flat, np.cumsum(counts.clip(min=0))[:-1])
 
 
 def _batch_to_examples(batch: Any, location: str, first_row: int) -> Iterator[dict[str, Any] | SkipEvent]:

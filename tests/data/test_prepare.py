@@ -107,3 +107,63 @@ def test_cli_errors_and_exit_codes(tars, tmp_path, capsys):
     assert "min_length (500) is larger than max_length (100)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="min_plddt"):
         StreamFilters(min_plddt=140)
+
+
+# --- the packed layout ---------------------------------------------------------------------------------------
+
+
+def test_packed_layout_streams_the_same_examples(tars, tmp_path, capsys):
+    output = tmp_path / "packed"
+    argv = ["prepare-afdb", *map(str, tars), "-o", str(output), "--layout", "packed", "--shard-size", "2",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    expected = list(load_afdb(tars))
+    got = list(load_afdb(output))
+    assert len(got) == len(expected) == len(afdb_entries())
+    for a, b in zip(got, expected, strict=True):
+        assert_same(a, b)
+    import pyarrow.parquet as pq
+
+    from siamdiff_hf.data.packed import is_packed
+
+    schema = pq.read_schema(next(output.glob("*.parquet")))
+    assert is_packed(schema) and str(schema.field("atom_positions").type) == "large_binary"
+    assert json.loads((output / "p0.done.json").read_text())["layout"] == "packed"
+    with pytest.raises(ValueError, match=r"other settings \(layout: 'packed'\)"):
+        prepare_afdb(tars, output, shard_size=2, progress=False)  # the same folder in the arrays layout
+    with pytest.raises(ValueError, match="unknown Parquet layout 'flat'"):
+        prepare_afdb(tars, tmp_path / "x", layout="flat", progress=False)
+
+
+def test_markers_without_a_layout_resume_as_arrays(tars, tmp_path):
+    output = tmp_path / "out"
+    prepare_afdb(tars[:1], output, progress=False)
+    marker = output / "p0.done.json"
+    done = json.loads(marker.read_text())
+    del done["layout"]  # written by a version without layouts
+    marker.write_text(json.dumps(done))
+    assert prepare_afdb(tars[:1], output, progress=False).resumed == 1
+
+
+def test_packed_rows_with_wrong_sizes_are_skipped(tars, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from siamdiff_hf.data import StreamCounts
+    from siamdiff_hf.data.packed import packed_table
+
+    rows = [dict(example) for example in load_afdb(tars)][:3]
+    table = packed_table(rows)
+    positions = table.column("atom_positions").to_pylist()
+    positions[1] = positions[1][:-4]  # one float short
+    masks = table.column("atom_mask").to_pylist()
+    masks[2] = bytes([2]) * len(masks[2])  # not 0/1
+    table = table.set_column(2, "atom_positions", pa.array(positions, pa.large_binary()))
+    table = table.set_column(3, "atom_mask", pa.array(masks, pa.large_binary()))
+    path = tmp_path / "bad.parquet"
+    pq.write_table(table.replace_schema_metadata(packed_table(rows).schema.metadata), path)
+    counts = StreamCounts()
+    kept = list(load_afdb(path, counts=counts))
+    assert [e["id"] for e in kept] == [rows[0]["id"]] and counts.as_dict()["invalid_row"] == 2
+
