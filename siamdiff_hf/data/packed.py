@@ -41,22 +41,20 @@ def packed_table(rows: list[dict[str, Any]]) -> Any:
     """Return the pyarrow Table of ``rows`` (`AFDB_FEATURES` examples) in the packed layout."""
     import pyarrow as pa
 
-    columns = {
+    def packed(name: str) -> Any:
+        dtype = PACKED_COLUMNS[name][0]
+        values = [np.ascontiguousarray(row[name], dtype=dtype).tobytes() for row in rows]
+        return pa.array(values, pa.large_binary())  # large: a 10,000-row shard can exceed 2 GiB of coordinates
+
+    table = pa.table({
         "id": pa.array([row["id"] for row in rows], pa.string()),
         "residue_type": pa.array([np.asarray(row["residue_type"], np.int64) for row in rows], pa.list_(pa.int64())),
+        "atom_positions": packed("atom_positions"),
+        "atom_mask": packed("atom_mask"),
         "plddt": pa.array([np.asarray(row["plddt"], np.float32) for row in rows], pa.list_(pa.float32())),
         "length": pa.array([int(row["length"]) for row in rows], pa.int32()),
-    }
-    for name, (dtype, _) in PACKED_COLUMNS.items():
-        columns[name] = _binary(np.asarray(row[name]).astype(dtype, copy=False) for row in rows)
-    table = pa.table({name: columns[name] for name in ("id", "residue_type", *PACKED_COLUMNS, "plddt", "length")})
+    })  # fmt: skip
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(PACKED_METADATA)})
-
-
-def _binary(arrays: Iterator[np.ndarray]) -> Any:
-    import pyarrow as pa
-
-    return pa.array([np.ascontiguousarray(array).tobytes() for array in arrays], pa.large_binary())
 
 
 def is_packed(schema: Any) -> bool:
@@ -75,26 +73,24 @@ def packed_batch_to_examples(batch: Any, location: str, first_row: int) -> Itera
 
     The binary values are viewed in place (``np.frombuffer`` over pyarrow's buffers): no per-value decoding.
     """
-    from siamdiff_hf.data.sources import SourceError, list_column
+    from siamdiff_hf.data.sources import SourceError, invalid_row, list_columns
 
     try:
         lengths = batch.column("length").fill_null(-1).to_numpy().astype(np.int64)
-        lists = {name: list_column(batch.column(name)) for name in ("residue_type", "plddt")}
         packed = {name: _binary_values(batch.column(name)) for name in PACKED_COLUMNS}
-    except Exception as error:  # pyarrow's ArrowInvalid / KeyError for columns of other types
+    except Exception as error:  # pyarrow's ArrowInvalid, our TypeError: columns of other types
         raise SourceError(f"{location}: a column has another type than the packed layout ({error})") from error
-    ids = batch.column("id").to_pylist()
-    for i, protein_id in enumerate(ids):
+    lists = list_columns(batch, location, {"residue_type": 1, "plddt": 1})
+    for i, protein_id in enumerate(batch.column("id").to_pylist()):
         problems = [f"{name} has {counts[i]}" for name, (counts, _) in lists.items() if counts[i] != lengths[i]]
         for name, (dtype, per_residue) in PACKED_COLUMNS.items():
-            size = packed[name][1][i + 1] - packed[name][1][i] if packed[name][2][i] else -1
+            _, offsets, valid = packed[name]
+            size = offsets[i + 1] - offsets[i] if valid[i] else -1
             if size != lengths[i] * per_residue * np.dtype(dtype).itemsize:
                 problems.append(f"{name} has {size} bytes")
         if problems or lengths[i] < 0:
-            yield SkipEvent("invalid_row", f"{location} row {first_row + i} ({protein_id})",
-                            f"column 'length' says {lengths[i]} residues but {', '.join(problems)}")  # fmt: skip
+            yield invalid_row(location, first_row + i, protein_id, lengths[i], problems)
             continue
-        positions = _row(packed["atom_positions"], i, "<f4").reshape(-1, NUM_ATOM37, 3)
         mask = _row(packed["atom_mask"], i, "u1")
         if mask.size and mask.max() > 1:
             yield SkipEvent("invalid_row", f"{location} row {first_row + i} ({protein_id})", "atom_mask is not 0/1")
@@ -102,7 +98,7 @@ def packed_batch_to_examples(batch: Any, location: str, first_row: int) -> Itera
         yield {
             "id": protein_id,
             "residue_type": lists["residue_type"][1][i],
-            "atom_positions": positions,
+            "atom_positions": _row(packed["atom_positions"], i, "<f4").reshape(-1, NUM_ATOM37, 3),
             "atom_mask": mask.view(bool).reshape(-1, NUM_ATOM37),
             "plddt": lists["plddt"][1][i],
             "length": np.int32(lengths[i]),

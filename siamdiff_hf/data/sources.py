@@ -436,47 +436,61 @@ def _flat_values(column: Any, depth: int) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
-def list_column(column: Any) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Return (values per row, -1 for null; the rows as numpy views of one flat array) of a list column."""
+class ListSizeError(ValueError):
+    """A list column whose flattened values do not add up to its per-residue width."""
+
+
+def list_rows(column: Any, depth: int = 1, per_residue: int = 1) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Return (residues per row, -1 for null; each row's values as a view of one flat array) of a list column.
+
+    ``depth``: list levels (3 for ``Array3D``); ``per_residue``: values per residue (37 * 3 for coordinates).
+    Raises `ListSizeError` if the values do not add up, pyarrow's errors for a column of another type.
+    """
     import pyarrow.compute as pc
 
     counts = pc.fill_null(pc.list_value_length(_storage(column)), -1).to_numpy()
-    flat = _flat_values(column, 1)
-    if flat.size != counts.clip(min=0).sum():
-        raise ValueError("list values and lengths disagree")
-    return counts, np.split(flat, np.cumsum(counts.clip(min=0))[:-1])
+    flat = _flat_values(column, depth)
+    sizes = counts.clip(min=0) * per_residue
+    if flat.size != sizes.sum():
+        raise ListSizeError(f"does not hold {per_residue} values per residue")
+    return counts, np.split(flat, np.cumsum(sizes)[:-1])
+
+
+def list_columns(batch: Any, location: str, depths: dict[str, int]) -> dict[str, tuple[np.ndarray, list]]:
+    """Return `list_rows` of each named column of a record batch; raise `SourceError` naming the file if one fails."""
+    rows = {}
+    for name, depth in depths.items():
+        try:
+            rows[name] = list_rows(batch.column(name), depth, _PER_RESIDUE[name])
+        except ListSizeError as error:
+            raise SourceError(f"{location}: column {name!r} {error}") from error
+        except Exception as error:  # pyarrow raises ArrowNotImplementedError/ArrowInvalid for other types
+            raise SourceError(f"{location}: a column has another type than prepare-afdb writes ({error})") from error
+    return rows
+
+
+def invalid_row(location: str, row: int, protein_id: str, length: int, problems: list[str]) -> SkipEvent:
+    """Return the ``invalid_row`` `SkipEvent` of a Parquet row whose arrays disagree with its ``length``."""
+    return SkipEvent("invalid_row", f"{location} row {row} ({protein_id})",
+                     f"column 'length' says {length} residues but {', '.join(problems)}")  # fmt: skip
 
 
 def _batch_to_examples(batch: Any, location: str, first_row: int) -> Iterator[dict[str, Any] | SkipEvent]:
-    import pyarrow.compute as pc
-
-    columns = {name: batch.column(batch.schema.get_field_index(name)) for name in PARQUET_COLUMNS}
     try:
-        lengths = columns["length"].fill_null(-1).to_numpy().astype(np.int64)
-        counts, values = {}, {}
-        for name, depth in (("residue_type", 1), ("plddt", 1), ("atom_positions", 3), ("atom_mask", 2)):
-            counts[name] = pc.fill_null(pc.list_value_length(_storage(columns[name])), -1).to_numpy()
-            values[name] = _flat_values(columns[name], depth)
-    except Exception as error:  # pyarrow raises ArrowNotImplementedError/ArrowInvalid for columns of other types
+        lengths = batch.column("length").fill_null(-1).to_numpy().astype(np.int64)
+    except Exception as error:  # a length column of another type
         raise SourceError(f"{location}: a column has another type than prepare-afdb writes ({error})") from error
-    for name, flat in values.items():
-        if flat.size != counts[name].clip(min=0).sum() * _PER_RESIDUE[name]:
-            raise SourceError(f"{location}: column {name!r} does not hold {_PER_RESIDUE[name]} values per residue")
-    split = {name: np.split(flat, np.cumsum(counts[name].clip(min=0) * _PER_RESIDUE[name])[:-1])
-             for name, flat in values.items()}  # fmt: skip
-    ids = columns["id"].to_pylist()
-    for i, protein_id in enumerate(ids):
-        wrong = [name for name in counts if counts[name][i] != lengths[i]]
+    rows = list_columns(batch, location, {"residue_type": 1, "plddt": 1, "atom_positions": 3, "atom_mask": 2})
+    for i, protein_id in enumerate(batch.column("id").to_pylist()):
+        wrong = [f"{name} has {counts[i]}" for name, (counts, _) in rows.items() if counts[i] != lengths[i]]
         if wrong:
-            detail = ", ".join(f"{name} has {counts[name][i]}" for name in wrong)
-            yield SkipEvent("invalid_row", f"{location} row {first_row + i} ({protein_id})",
-                            f"column 'length' says {lengths[i]} residues but {detail}")  # fmt: skip
+            yield invalid_row(location, first_row + i, protein_id, lengths[i], wrong)
             continue
         yield {
             "id": protein_id,
-            "residue_type": split["residue_type"][i],
-            "atom_positions": split["atom_positions"][i].reshape(-1, NUM_ATOM37, 3),
-            "atom_mask": split["atom_mask"][i].reshape(-1, NUM_ATOM37),
-            "plddt": split["plddt"][i],
+            "residue_type": rows["residue_type"][1][i],
+            "atom_positions": rows["atom_positions"][1][i].reshape(-1, NUM_ATOM37, 3),
+            "atom_mask": rows["atom_mask"][1][i].reshape(-1, NUM_ATOM37),
+            "plddt": rows["plddt"][1][i],
             "length": np.int32(lengths[i]),
         }

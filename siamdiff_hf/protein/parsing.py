@@ -172,7 +172,10 @@ _BACKBONE_SLOT[[_NAME_CODE[n] for n in _BACKBONE]] = np.arange(len(_BACKBONE))
 _CA_CODE = _NAME_CODE["CA"]
 
 
-def _name_hash(table: np.ndarray, bits: int = 10) -> tuple[np.uint64, np.ndarray, np.ndarray]:
+_HASH_BITS = 10  # 1,024 slots for the ~45 kept names
+
+
+def _name_hash(table: np.ndarray, bits: int = _HASH_BITS) -> tuple[np.uint64, np.ndarray, np.ndarray]:
     """Return a multiplier and the (2**bits,) slot tables of a perfect hash of ``table``'s names.
 
     ``slot = (name * multiplier) >> (64 - bits)`` is distinct for every kept name: a record's code is
@@ -191,7 +194,7 @@ def _name_hash(table: np.ndarray, bits: int = 10) -> tuple[np.uint64, np.ndarray
 
 
 _HASH_MULTIPLIER, _HASH_NAMES, _HASH_CODES = _name_hash(_NAME_TABLE)
-_HASH_SHIFT = np.uint64(64 - 10)
+_HASH_SHIFT = np.uint64(64 - _HASH_BITS)
 _ICODES = np.array(["" if c in (0, 32) else chr(c) for c in range(256)])  # insertion code byte -> str
 _NOT_AMINO, _IF_BACKBONE = -1, -2  # residue-name classes besides a residue type id
 
@@ -388,7 +391,7 @@ def _first_of_run(*keys: np.ndarray) -> np.ndarray:
     return first
 
 
-def _classify_names(resnames: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+def _classify_names(resnames: np.ndarray) -> tuple[np.ndarray, tuple[tuple[int, str, str], ...]]:
     """Return per distinct residue name its class (type id, `_NOT_AMINO`, `_IF_BACKBONE`) and the atom renames.
 
     A loop over the few distinct residue names of a file (each classified once per process), not over residues.
@@ -404,14 +407,15 @@ def _classify_names(resnames: np.ndarray) -> tuple[np.ndarray, list[tuple[int, s
             known = _NAME_CLASSES[value] = _classify_name(_decode(np.uint64(value)))
         classes[i] = known[0]
         renames.extend((i, old, new) for old, new in known[1])
-    classes.flags.writeable = False
+    classes.flags.writeable = False  # cached and shared: read only, like the renames tuple
+    result = classes, tuple(renames)
     if len(_FILE_CLASSES) < 4096:  # the sets of residue names of a corpus repeat (20 amino acids and a few more)
-        _FILE_CLASSES[cache_key] = classes, renames
-    return classes, renames
+        _FILE_CLASSES[cache_key] = result
+    return result
 
 
 _NAME_CLASSES: dict[int, tuple[int, tuple[tuple[str, str], ...]]] = {}  # a cache: residue names are few
-_FILE_CLASSES: dict[bytes, tuple[np.ndarray, list[tuple[int, str, str]]]] = {}  # per set of names (read only)
+_FILE_CLASSES: dict[bytes, tuple[np.ndarray, tuple[tuple[int, str, str], ...]]] = {}  # per set of residue names
 
 
 def _classify_name(resname: str) -> tuple[int, tuple[tuple[str, str], ...]]:

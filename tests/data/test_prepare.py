@@ -167,3 +167,17 @@ def test_packed_rows_with_wrong_sizes_are_skipped(tars, tmp_path):
     kept = list(load_afdb(path, counts=counts))
     assert [e["id"] for e in kept] == [rows[0]["id"]] and counts.as_dict()["invalid_row"] == 2
 
+
+
+def test_packed_metadata_over_other_columns_names_the_file(tars, tmp_path):
+    """A file that says it is packed but holds the arrays layout's columns: one SourceError naming the file."""
+    import pyarrow.parquet as pq
+
+    from siamdiff_hf.data.packed import METADATA_KEY, PACKED_METADATA
+
+    prepare_afdb(tars[:1], tmp_path / "arrays", progress=False)
+    table = pq.read_table(next((tmp_path / "arrays").glob("*.parquet")))
+    path = tmp_path / "mislabelled.parquet"
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(PACKED_METADATA)}), path)
+    with pytest.raises(SourceError, match=r"mislabelled\.parquet: a column has another type than the packed layout"):
+        list(load_afdb(path))
