@@ -13,7 +13,12 @@ only; never a dependency of the package, its tests or CI):
 
     bash ../shared/reference/torchdrug_venv.sh          # -> ~/.cache/torchdrug-ref
     python benchmarks/official_step.py [--proteins 4] [--crop 150] [--threads 2] [--repeats 3] \
-        [--reference-python ~/.cache/torchdrug-ref/bin/python] [--siamdiff-repo PATH] [--precision fp32 bf16]
+        [--reference-python ~/.cache/torchdrug-ref/bin/python] [--siamdiff-repo PATH] [--precision fp32 bf16] \
+        [--reuse-freed-memory]
+
+`--reuse-freed-memory` runs both sides with `siamdiff_hf/training/memory.py`'s allocator setting (malloc keeps
+freed blocks instead of page-faulting them in again every step; `training.reuse_freed_memory` of `pretrain`);
+without it both run with the allocator's defaults.
 
 Timed on both sides: the encoder's forward + backward of the summed protein embeddings on a ready graph; the full
 SiamDiff step (second conformer, masking, graph construction of both trajectories, both encoder passes, heads,
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
 import subprocess
@@ -196,6 +202,15 @@ class TheirsWorker:
         self.task.zero_grad(set_to_none=True)
 
 
+def reuse_freed_memory() -> bool:
+    """Call this package's `siamdiff_hf/training/memory.py` (standard library only, so the reference environment
+    loads it by path too): malloc keeps freed blocks, as `training.reuse_freed_memory` makes a run do."""
+    spec = importlib.util.spec_from_file_location("siamdiff_memory", HERE.parent / "siamdiff_hf/training/memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reuse_freed_memory()
+
+
 def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -204,12 +219,14 @@ def serve(args: argparse.Namespace) -> None:
     """Worker loop: build once, then answer 'encoder' / 'siamdiff' lines with one timed step each (JSON lines)."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    reused = reuse_freed_memory() if args.reuse_freed_memory else False
     files = args.files.split(os.pathsep)
     if args.worker == "ours":
         worker = OursWorker(files, args.precision)
     else:
         worker = TheirsWorker(files, args.precision, args.siamdiff_root)
-    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), **worker.info}), flush=True)
+    ready = {"ready": True, "threads": torch.get_num_threads(), "reuse_freed_memory": reused}
+    print(json.dumps({**ready, **worker.info}), flush=True)
     for line in sys.stdin:
         command = line.strip()
         if command == "quit":
@@ -228,6 +245,7 @@ class Worker:
         command = [
             python, str(Path(__file__).resolve()), "--worker", side, "--files", os.pathsep.join(files),
             "--threads", str(args.threads), "--precision", args.current_precision, "--siamdiff-root", siamdiff_root,
+            *(["--reuse-freed-memory"] if args.reuse_freed_memory else []),
         ]  # fmt: skip
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
@@ -305,6 +323,8 @@ def main() -> None:
     parser.add_argument("--reference-python", default=str(DEFAULT_REFERENCE_PYTHON))
     parser.add_argument("--siamdiff-repo", type=Path, default=DEFAULT_SIAMDIFF_REPO, help="bare git mirror")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "official_step.json")
+    parser.add_argument("--reuse-freed-memory", action="store_true",
+                        help="both sides with siamdiff_hf/training/memory.py's allocator setting")
     # worker mode (internal)
     parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)

@@ -56,6 +56,19 @@ class ProteinGraph:
         pos = self.positions if positions is None else positions
         return (pos[self.edge_index[0]] - pos[self.edge_index[1]]).norm(dim=-1)
 
+    def node_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the distinct unordered node pairs the edges join, (2, P) with ``pairs[0] <= pairs[1]``, and each
+        edge's pair index (E,), so ``f(pairs)[index]`` evaluates a symmetric per-edge ``f`` once per pair.
+
+        Edges come in both directions and several relations join the same nodes (a radius edge and a KNN edge,
+        sequential offsets +1 and -1): a 4 x 150-residue batch has 10,709 edges over 4,560 pairs, an atom graph of
+        the same chains 74,326 over 37,163.
+        """
+        source, target = self.edge_index
+        keys = torch.minimum(source, target) * self.num_nodes + torch.maximum(source, target)
+        keys, index = torch.unique(keys, return_inverse=True)
+        return torch.stack([keys.div(self.num_nodes, rounding_mode="floor"), keys.remainder(self.num_nodes)]), index
+
     def with_positions(self, positions: torch.Tensor) -> ProteinGraph:
         """Return the same graph (edges, relations, features) over new coordinates.
 

@@ -3,7 +3,7 @@
 Modules: `config_io` (YAML, overrides, typed building shared by every run config), `config` (the pre-training
 config), `stream` (the structure stream), `objective` (the model of a run), `checkpoints` (save, resume, signals),
 `export` (model folders and cards), `tracking` (metrics and logs), `precision` (mixed precision, determinism),
-`loop` (the pre-training loop).
+`memory` (opt-in CPU memory reuse between steps), `loop` (the pre-training loop).
 """
 
 from .checkpoints import TrainingInterrupted, list_checkpoints

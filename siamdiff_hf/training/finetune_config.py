@@ -6,6 +6,7 @@ A fine-tuning config has these sections (see the dataclasses for defaults)::
     seeds: [0, 1, 2]                     # one run per seed; metrics.json holds each and their mean and std
     mixed_precision: auto                # auto (bf16 on CUDA / CPUs with native BF16), no, fp16, bf16
     deterministic: false                 # bit-reproducible runs (one CPU thread, deterministic CUDA kernels)
+    reuse_freed_memory: false            # CPU runs: malloc keeps freed blocks for the next step (training/memory.py)
     compare_random_init: false           # also run every seed from a randomly initialised encoder
     model: {encoder: FOLDER_OR_HUB_ID, freeze_encoder, cache_embeddings, head: {num_mlp_layer, ...}}
     data:  {task: ec, root: PATH, train_split, valid_split, test_split, options: {...}, processor: {...},
@@ -106,6 +107,7 @@ class FinetuneConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     mixed_precision: str = "auto"
     deterministic: bool = False
+    reuse_freed_memory: bool = False
     compare_random_init: bool = False
     overwrite_output_dir: bool = False
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)

@@ -41,6 +41,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..protein.constants import IGNORE_INDEX
 from .config_io import ConfigError
 from .finetune_config import FinetuneConfig, task_info
+from .memory import reuse_freed_memory
 from .precision import make_deterministic, resolve_mixed_precision, uses_cpu
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, push_to_hub: str |
     """
     if config.deterministic:
         make_deterministic()
+    if config.reuse_freed_memory and uses_cpu(bool(config.training.get("use_cpu"))):
+        reuse_freed_memory()
     output_dir = Path(config.output_dir)
     _prepare_output_dir(config, resume)
     task = task_info(config.data.task)

@@ -48,6 +48,7 @@ from .checkpoints import (
 )
 from .config import PretrainConfig
 from .export import export_stage
+from .memory import reuse_freed_memory
 from .objective import build_stage_model, takes_generator
 from .precision import make_deterministic, numerics_record, resolve_mixed_precision, uses_cpu
 from .stream import make_stream
@@ -77,6 +78,8 @@ def pretrain(config: PretrainConfig, *, resume: str | None = None, push_to_hub: 
     if config.training.deterministic:
         make_deterministic()
     accelerator = make_accelerator(config)
+    if config.training.reuse_freed_memory and accelerator.device.type == "cpu":
+        reuse_freed_memory()
     checkpoint = find_checkpoint(output_dir, resume) if resume else None
     if checkpoint is None:
         prepare_fresh_output_dir(config, accelerator)

@@ -128,3 +128,18 @@ def _check_edge(row, edge, relation, residue_type, positions, num_relation, resi
     expected[-1] = math.dist(positions[src].tolist(), positions[dst].tolist())
     assert row.tolist()[:-1] == expected[:-1]
     assert row[-1].item() == pytest.approx(expected[-1], abs=1e-9)
+
+
+def test_node_pairs_are_the_distinct_unordered_pairs_of_the_edges():
+    """`ProteinGraph.node_pairs`: every edge maps to its own two nodes, each unordered pair appears once."""
+    from siamdiff_hf import GearNetConfig, GearNetModel, ProteinStructureProcessor
+
+    inputs = ProteinStructureProcessor()([DATA / "2xcjA.pdb.gz"], return_tensors="pt")
+    graph = GearNetModel(GearNetConfig(hidden_dims=[4])).build_graph(**inputs)
+    pairs, index = graph.node_pairs()
+    source, target = graph.edge_index
+    assert torch.equal(pairs[0][index], torch.minimum(source, target))
+    assert torch.equal(pairs[1][index], torch.maximum(source, target))
+    expected = {(min(u, v), max(u, v)) for u, v in graph.edge_index.T.tolist()}
+    assert sorted(map(tuple, pairs.T.tolist())) == sorted(expected)
+    assert len(expected) < graph.num_edges  # edges run both ways

@@ -299,3 +299,35 @@ def test_switched_off_diffusions_and_fixed_noise_levels(inputs):
         assert out.timesteps.tolist() == [99, 99]
         # Mask rate at the last level is 1: every residue of each protein is drawn once on average.
         assert out.masked_residues.numel() == inputs["residue_type"].shape[0]
+
+
+@pytest.mark.parametrize("level", ["residue", "atom"])
+def test_heads_once_per_node_pair_equal_the_official_per_edge_heads(inputs, level):
+    """The structure head runs once per node pair (`ProteinGraph.node_pairs`); the official code runs it per edge
+    (`struct_predict` on ``[h_u * h_v, dist_mlp(|x_u - x_v|)]``). Loss, prediction and every gradient agree."""
+    from siamdiff_hf.models.pretraining_utils import mean_per_graph
+    from siamdiff_hf.models.siamdiff.modeling_siamdiff import _Trajectory, project_edges_to_nodes
+
+    torch.manual_seed(0)
+    model = tiny(level).double()
+    batch = to64(inputs)
+    graph = model.encoder.build_graph(**batch)
+    noisy = graph.with_positions(graph.positions + 0.5 * torch.randn_like(graph.positions))
+    trajectory = _Trajectory(noisy, torch.randn(noisy.num_edges, dtype=torch.float64))
+    hidden = torch.randn(noisy.num_nodes, model.encoder.output_dim, dtype=torch.float64, requires_grad=True)
+    assert noisy.node_pairs()[0].shape[1] < noisy.num_edges / 1.9  # both directions, several relations
+
+    loss, prediction, target = model._structure_loss(trajectory, hidden, torch.tensor([30, 70]))
+    source, destination = noisy.edge_index
+    features = torch.cat([hidden[source] * hidden[destination], model.dist_mlp(noisy.edge_lengths().unsqueeze(-1))], -1)
+    official = project_edges_to_nodes(noisy, model.struct_mlp(features).squeeze(-1).float())  # as the loss does
+    per_node = 0.5 * ((official - target) ** 2).sum(-1)
+    official_loss = mean_per_graph(per_node, noisy.node_batch, noisy.num_graphs)
+    torch.testing.assert_close(prediction, official, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(loss, official_loss, rtol=1e-6, atol=1e-7)
+
+    heads = [p for name, p in model.named_parameters() if name.startswith(("struct_mlp", "dist_mlp"))]
+    ours = torch.autograd.grad(loss, [hidden, *heads])
+    theirs = torch.autograd.grad(official_loss, [hidden, *heads])
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -90,13 +90,17 @@ def test_quickstart_through_the_cli(encoder, tmp_path, capsys, monkeypatch):
     from transformers import AutoModelForTokenClassification
 
     import siamdiff_hf.hub
+    import siamdiff_hf.training.finetuning as finetuning
     from siamdiff_hf.training.config import bundled_structures
     from siamdiff_hf.training.residue_identity import build_residue_identity
 
     api = FakeHubApi()
     monkeypatch.setattr(siamdiff_hf.hub, "HfApi", lambda token=None: api)
+    reuses = []  # reuse_freed_memory (default false) on CPU runs: training/memory.py
+    monkeypatch.setattr(finetuning, "reuse_freed_memory", lambda: reuses.append(True))
     output = tmp_path / "run"
-    assert main(["finetune", *tiny(encoder, output), "--seeds", "0", "1", "--push-to-hub", "someone/ft"]) == 0
+    assert main(["finetune", *tiny(encoder, output), "--seeds", "0", "1", "--push-to-hub", "someone/ft",
+                 "reuse_freed_memory=true"]) == 0  # fmt: skip
     (upload,) = api.uploads
     assert upload["repo_id"] == "someone/ft" and "model.safetensors" in upload["files"]
     assert upload["readme"] == (output / "model" / "README.md").read_text()
@@ -126,8 +130,9 @@ def test_quickstart_through_the_cli(encoder, tmp_path, capsys, monkeypatch):
     card = (output / "model" / "README.md").read_text()
     assert "model-index" in card and "residue-identity" in card and "AutoModelForTokenClassification" in card
     assert "nothing useful" in card  # trained on the six bundled chains: the card says so
-    # rerunnable as written (overwrite_output_dir: true in the quickstart)
+    # rerunnable as written (overwrite_output_dir: true in the quickstart); memory reuse only when asked
     assert main(["finetune", *tiny(encoder, output, epochs=1), "compare_random_init=false"]) == 0
+    assert reuses == [True]
 
 
 def test_best_epoch_is_the_best_validation_epoch():

