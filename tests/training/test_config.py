@@ -72,6 +72,7 @@ def test_overrides_and_bundled_source():
         (["trainig.cpu=true"], "trainig", "unknown key"),
         (["data.batch_size=four"], "data.batch_size", "expected an integer"),
         (["training.cpu=yes please"], "training.cpu", "expected true or false"),
+        (["training.reuse_freed_memory=maybe"], "training.reuse_freed_memory", "expected true or false"),
         (["optimizer.learning_rate=fast"], "optimizer.learning_rate", "expected a number"),
         (["stages.0.max_steps=0"], "stages.0.max_steps", "positive"),
         (["stages.5.max_steps=3"], "stages.5", "no list item"),

@@ -281,6 +281,7 @@ def test_protocol_arguments():
         (["model.head.num_labels=3"], "model.head.num_labels", "task table"),
         (["seeds=[]"], "seeds", "missing"),
         (["mixed_precision=fp8"], "mixed_precision", "must be one of"),
+        (["reuse_freed_memory=3"], "reuse_freed_memory", "expected true or false"),
         (["data.global_batch_size=6", "training.per_device_train_batch_size=4"], "data.global_batch_size",
          "not a multiple"),
         (["data.processor.crop=3"], "data.processor.crop", "unknown key"),

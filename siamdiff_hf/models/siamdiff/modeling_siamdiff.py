@@ -158,11 +158,10 @@ class SiamDiffForPreTraining(ObjectiveForPreTraining):
         for trajectory in trajectories:
             with record_function("siamdiff.encoder"):
                 trajectory.hidden = encoder(graph=trajectory.noisy).node_embeddings
-        if len(trajectories) == 1:  # DiffPreT: the same trajectory plays both roles
-            trajectories.append(trajectories[0])
-
         structure_losses, sequence_losses, accuracies, predictions = [], [], [], []
-        for own, other in (trajectories, trajectories[::-1]):
+        # Each trajectory is denoised from the other's representations; DiffPreT has one trajectory playing both
+        # roles, so its terms (deterministic, the same inputs) are computed once and counted twice.
+        for own, other in zip(trajectories, trajectories[::-1]):  # DiffPreT: the one trajectory with itself
             with record_function("siamdiff.heads"):
                 structure_loss, prediction, target = self._structure_loss(own, other.hidden, timesteps)
                 sequence_loss, accuracy = self._sequence_loss(
@@ -172,12 +171,12 @@ class SiamDiffForPreTraining(ObjectiveForPreTraining):
             sequence_losses.append(sequence_loss)
             accuracies.append(accuracy)
             predictions.append((prediction, target))
-        structure_loss = structure_losses[0] + structure_losses[1]
-        sequence_loss = sequence_losses[0] + sequence_losses[1]
+        structure_loss = structure_losses[0] + structure_losses[-1]
+        sequence_loss = sequence_losses[0] + sequence_losses[-1]
         structure_weight, sequence_weight = c.loss_weights
         return SiamDiffPreTrainingOutput(
             loss=structure_weight * structure_loss + sequence_weight * sequence_loss, structure_loss=structure_loss,
-            sequence_loss=sequence_loss, sequence_accuracy=(accuracies[0] + accuracies[1]) / 2,
+            sequence_loss=sequence_loss, sequence_accuracy=(accuracies[0] + accuracies[-1]) / 2,
             structure_prediction=predictions[0][0], structure_target=predictions[0][1], timesteps=timesteps,
             masked_residues=masked_index,
         )  # fmt: skip
