@@ -168,7 +168,6 @@ def test_packed_rows_with_wrong_sizes_are_skipped(tars, tmp_path):
     assert [e["id"] for e in kept] == [rows[0]["id"]] and counts.as_dict()["invalid_row"] == 2
 
 
-
 def test_packed_metadata_over_other_columns_names_the_file(tars, tmp_path):
     """A file that says it is packed but holds the arrays layout's columns: one SourceError naming the file."""
     import pyarrow.parquet as pq
