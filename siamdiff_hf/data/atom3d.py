@@ -247,7 +247,8 @@ def protein_from_atoms(frame: Mapping[str, np.ndarray], *, id: str = "", source:
     Raises:
         InvalidStructureError: no atoms, no amino-acid residue with a CA, or invalid coordinates.
     """
-    from siamdiff_hf.protein.parsing import _Columns, _protein_from_columns
+    from siamdiff_hf.protein.parsing import _protein_from_columns
+    from siamdiff_hf.protein.records import AtomRecords
 
     missing = [c for c in _NEEDED if c not in frame]
     if missing:
@@ -267,7 +268,7 @@ def protein_from_atoms(frame: Mapping[str, np.ndarray], *, id: str = "", source:
     icode = _bytes(column("insertion_code", " "))
     icode = np.where(icode == b"", b" ", icode).astype("S1").view(np.uint8)
     positions = np.stack([np.asarray(frame[k], dtype=np.float64)[rows] for k in ("x", "y", "z")], axis=-1)
-    columns = _Columns(
+    columns = AtomRecords(
         chain=_as_int(_bytes(column("chain", ""))),
         resnum=np.asarray(column("residue", 0), dtype=np.int64),
         icode=icode,

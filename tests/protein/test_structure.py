@@ -269,6 +269,54 @@ def test_mmcif_uses_author_chain_and_numbers(data_dir, tmp_path):
         assert protein.residue_number[0] == 433 and protein.chains == ["A"]
 
 
+def shortcut_calls(monkeypatch) -> list[bool]:
+    """Record, per parse, whether the common-layout shortcut of the rules built the protein."""
+    from siamdiff_hf.protein import parsing
+
+    calls: list[bool] = []
+    original = parsing._simple_layout_protein
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(parsing, "_simple_layout_protein", spy)
+    return calls
+
+
+def test_simple_layout_equals_the_general_rules(structure_path, monkeypatch):
+    """The shortcut for the common layout gives what the general rules give, on every real chain that takes it."""
+    from siamdiff_hf.protein import parsing
+
+    calls = shortcut_calls(monkeypatch)
+    fast = parse_structure(structure_path)
+    expected = structure_path.name not in ("2xcjA.pdb.gz", "3e8mA.pdb.gz")  # these two hold duplicate records
+    assert calls == [expected]
+    monkeypatch.setattr(parsing, "_simple_layout_protein", lambda *args, **kwargs: None)
+    assert_same(fast, parse_structure(structure_path))
+
+
+def test_simple_layout_declines_every_other_layout(monkeypatch):
+    """Each departure from the common layout goes to the general rules, which agree with the reference table."""
+    calls = shortcut_calls(monkeypatch)
+    chain_a = residue_lines("GLY", "A", 1, ["N", "CA", "C", "O"]) + residue_lines("ALA", "A", 2, ["N", "CA", "CB"])
+    chain_b = residue_lines("SER", "B", 1, ["N", "CA", "C", "OG"], origin=4.0)
+    cases = {
+        "two chains in order": (chain_a + chain_b, True),
+        "chains out of order": (chain_b + chain_a, False),
+        "a residue number going back": (chain_a[4:] + chain_a[:4], False),
+        "a residue without CA": (chain_a + residue_lines("GLY", "A", 3, ["N", "C"], origin=6.0), False),
+        "a water": (chain_a + residue_lines("HOH", "A", 9, ["O"], record="HETATM", origin=9.0), False),
+        "a modified residue": (chain_a + residue_lines("MSE", "A", 3, ["N", "CA", "SE"], origin=6.0), False),
+        "an altloc": (chain_a + residue_lines("GLY", "A", 3, ["N", "CA", "CA"], origin=6.0), False),
+    }
+    for name, (lines, simple) in cases.items():
+        calls.clear()
+        parse_both(pdb_text(lines))  # the gemmi result equals the reference table's
+        assert calls == [simple], name
+
+
 def awkward_pdb() -> bytes:
     """Records the vectorised gemmi path must treat exactly as the reference table does."""
     lines = residue_lines("ALA", " ", 1, ["N", "CA", "C", "O", "CB"], record="HETATM")  # blank chain, HETATM
