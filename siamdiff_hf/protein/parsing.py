@@ -17,8 +17,10 @@ The parsing rules, applied identically by both backends:
 
 Backends: ``"gemmi"`` (default) reads the file with gemmi and exports the atom table as arrays
 (``gemmi.FlatStructure``), then applies the rules with numpy sorts and scatters, no Python loop over atoms or
-residues. ``"biopython"`` walks Bio.PDB's hierarchy into a dictionary table that applies the same rules record by
-record: slow, simple, and the reference the tests hold the gemmi path to (identical arrays).
+residues. For mmCIF it first tries `read_cif_records`, which tokenises only the ``_atom_site`` loop with numpy and
+gives the values gemmi gives (tested record for record); files beyond its plain layout go to gemmi.
+``"biopython"`` walks Bio.PDB's hierarchy into a dictionary table that applies the same rules record by record:
+slow, simple, and the reference the tests hold the gemmi path to (identical arrays).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from siamdiff_hf.protein import constants as C
+from siamdiff_hf.protein.cif_records import read_cif_records
 from siamdiff_hf.protein.formats import GZIP_ERRORS, entry_id, gunzip, is_gzipped, normalise_format, structure_format
 from siamdiff_hf.protein.protein import InvalidStructureError, Protein
 from siamdiff_hf.protein.records import AtomRecords, names_as_int
@@ -203,6 +206,17 @@ _NOT_AMINO, _IF_BACKBONE = -1, -2  # residue-name classes besides a residue type
 
 
 def _gemmi_columns(data: bytes, fmt: str) -> AtomRecords | None:
+    """Return the first model's records (None when the file holds no model): mmCIF files in the plain layout
+    through `read_cif_records` (only the atom_site loop, 4-5x faster than gemmi's whole document), the rest
+    through gemmi; both give the same values."""
+    if fmt == "cif":
+        records = read_cif_records(data)
+        if records is not None:
+            return records
+    return _gemmi_records(data, fmt)
+
+
+def _gemmi_records(data: bytes, fmt: str) -> AtomRecords | None:
     """Return the first model's records read by gemmi (None when the file holds no model)."""
     import gemmi
 
