@@ -1,12 +1,13 @@
 """`read_cif_records`: the ``_atom_site`` loop of an mmCIF file read with numpy, as gemmi would read it.
 
-gemmi (``gemmi.cif.read_string`` + ``make_structure_from_block`` + ``FlatStructure``) spends ~10 ms on a 400-residue
-AlphaFold DB model building a document of strings and a hierarchy. This reader tokenises only the ``_atom_site``
-loop with whole-array numpy operations (no Python loop over rows, atoms or tokens) and returns the first model's
-records in file order, with the values gemmi gives each row. It is a fast path, not a second parser: whenever the
-file is beyond what it reads for certain it returns None, and the caller hands the file to gemmi, whose errors
-then name the problem. Files whose loop lines all have one length and aligned columns (AlphaFold DB, wwPDB,
-Biopython's MMCIFIO) take a faster route that reads every column at a fixed byte offset of every line.
+gemmi (``gemmi.cif.read_string`` + ``make_structure_from_block`` + ``FlatStructure``) spends 5-12 ms on a
+400-residue AlphaFold DB model building a document of strings and a hierarchy; this reader about 2 ms. It
+tokenises only the ``_atom_site`` loop with whole-array numpy operations (no Python loop over rows, atoms or
+tokens) and returns the first model's records in file order, with the values gemmi gives each row. It is a fast
+path, not a second parser: whenever the file is beyond what it reads for certain it returns None, and the caller
+hands the file to gemmi, whose errors then name the problem. Files whose loop lines all have one length and
+aligned columns (AlphaFold DB, wwPDB, Biopython's MMCIFIO) take a faster route that reads every column at a
+fixed byte offset of every line.
 
 gemmi facts relied on (gemmi 0.7.5, the version installed; paths in the gemmi repository):
 
@@ -41,10 +42,14 @@ gemmi facts relied on (gemmi 0.7.5, the version installed; paths in the gemmi re
   token, nor is a keyword (``data_``/``save_`` prefixes, ``loop_``/``stop_``/``global_`` words, any case); bytes
   outside ``!``..``~`` cannot appear in an unquoted value.
 - ``src/flat.cpp`` ``FlatStructure``: chain, residue, atom, subchain (``label_asym_id``) and entity
-  (``label_entity_id``) names of 8+ characters are an error; names are stored zero-padded in 8 bytes.
+  (``label_entity_id``) names of 8+ characters are an error (so names here have at most 7 bytes); names are
+  stored zero-padded in 8 bytes.
 
-Only the ``_atom_site`` loop, the block header and the keywords around it are checked: a syntax error elsewhere
-in the file, which makes gemmi fail, goes unnoticed here.
+Beyond the loop, only this is checked: the file starts with its block header (whitespace and comments before
+``data_``); no other ``data_``, ``save_`` or ``global_`` keyword and no other ``_atom_site.`` tag stands outside
+the loop (any case; such text inside a quoted value or a text field gives None too); the rows end at EOF or at a
+``#`` line followed by a tag, a keyword or EOF. The other items are not parsed: a file that gemmi rejects for an
+error elsewhere (an unterminated quote, a ragged loop of another category) can still be read here.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ _MAX_INT_DIGITS = 9  # fits int32
 # whitespace and comments, each matched one way only (no backtracking blow-up); then the first block's header
 _SKIP = re.compile(rb"(?:[ \t\r\n]|#[^\n]*(?:\n|\Z))*")
 _FIRST_BLOCK = re.compile(_SKIP.pattern + rb"[dD][aA][tT][aA]_")
-_PRINTABLE = re.compile(rb"[!-~ \t\r\n]*")  # what a tag line may hold: tags are '_' and printable ASCII
+_TAG_LINES = re.compile(rb"(?:_[!-~ \t\r]*\n)*")  # lines of tags: '_' then printable ASCII and blanks
 
 # A line that starts with one of these may end the loop (a tag, a comment, a keyword: checked by `_keywords`).
 _LINE_END_CANDIDATE = np.zeros(256, dtype=bool)
@@ -135,7 +140,7 @@ def _find_loop(data: bytes) -> tuple[int, int, list[str], int] | None:
     """Return (first tag's offset, the block header's ``_`` offset, lower-case tag names, body offset) or None.
 
     The loop must be written the usual way: a ``loop_`` line, then lines of ``_atom_site.`` tags only, then the
-    values from the next line on. The few header lines are read with a Python loop.
+    values from the next line on.
     """
     first = _FIRST_BLOCK.match(data)
     start = data.find(_PREFIX)
@@ -144,19 +149,14 @@ def _find_loop(data: bytes) -> tuple[int, int, list[str], int] | None:
     line_start = data.rfind(b"\n", 0, start - 1) + 1
     if data[line_start:start].strip().lower() != b"loop_":
         return None
-    tags: list[str] = []
-    pos = start
-    while pos < len(data) and data[pos] == 95:  # a line of tags
-        end = data.find(b"\n", pos)
-        if end < 0:
-            return None
-        for token in data[pos:end].split():
-            if token[: len(_PREFIX)].lower() != _PREFIX:
-                return None
-            tags.append(token[len(_PREFIX) :].decode("latin-1").lower())
-        pos = end + 1
-    if pos >= len(data) or len(set(tags)) != len(tags) or not _PRINTABLE.fullmatch(data, start, pos):
+    header = _TAG_LINES.match(data, start)  # lines starting with "_", printable ASCII
+    pos = header.end()
+    if pos >= len(data) or data[pos - 1] != 10:
         return None
+    tokens = data[start:pos].lower().split()
+    if not all(token.startswith(_PREFIX) for token in tokens) or len(set(tokens)) != len(tokens):
+        return None
+    tags = [token[len(_PREFIX) :].decode("ascii") for token in tokens]
     return start, first.end() - 1, tags, pos
 
 
@@ -192,8 +192,8 @@ def _keywords(arr: np.ndarray, at: np.ndarray, loops: bool = True) -> tuple[np.n
     none = np.zeros(len(at), dtype=bool)
     if len(at) == 0:
         return none, none, none
-    if at.max() + 16 > len(arr):
-        arr = np.concatenate((arr, np.zeros(16, dtype=np.uint8)))
+    if at.max() + 16 > len(arr):  # (offsets may lie up to 6 bytes past the end: candidates + 6)
+        arr = np.concatenate((arr, np.zeros(32, dtype=np.uint8)))
     words = np.ndarray((len(arr) - 7,), dtype=np.uint64, buffer=arr, strides=(1,))
     low = words[np.maximum(at - 8, 0)] | _LOWER8
     word4 = low >> _U64(32)  # the 4 bytes before, lower-cased

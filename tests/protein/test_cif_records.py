@@ -432,3 +432,15 @@ def test_random_mutations_never_disagree_with_gemmi():
         else:
             assert_same_protein(protein(fast), expected)
     assert accepted > 50  # many mutations keep the file readable (a changed digit, an added space)
+
+
+def test_threads_share_nothing():
+    """The scan buffers are kept per thread: readers in parallel threads give each file its own records."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [cif(_rows(), aligned=True), cif(residue("TRP", "B", 9, (*BACKBONE, "CB"), origin=7.0) * 40)]
+    expected = [read_cif_records(data) for data in files]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(read_cif_records, files * 20))
+    for i, records in enumerate(results):
+        assert_same_records(records, expected[i % 2])
