@@ -6,13 +6,10 @@ Reference: gemmi's own path (`parsing._gemmi_records`: ``cif.read_string`` + ``m
 
 from __future__ import annotations
 
-import gzip
-import io
-
 import gemmi
 import numpy as np
 import pytest
-from Bio.PDB import MMCIFIO, PDBParser
+from testing_utils import assert_same_protein, mmcif_from_pdb
 
 from siamdiff_hf.protein import Protein, parse_structure, parsing
 from siamdiff_hf.protein import cif_records as cr
@@ -20,9 +17,6 @@ from siamdiff_hf.protein.cif_records import read_cif_records
 from siamdiff_hf.protein.records import AtomRecords
 
 RECORD_FIELDS = ("chain", "resnum", "icode", "resname", "name", "occ", "pos", "b")
-PROTEIN_FIELDS = (
-    "residue_type", "atom_positions", "atom_mask", "residue_number", "insertion_code", "chain_id", "b_factor",
-)  # fmt: skip
 COLUMNS = (
     "group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
     "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y", "Cartn_z", "occupancy",
@@ -46,14 +40,6 @@ def assert_same_records(fast: AtomRecords, slow: AtomRecords) -> None:
         x, y = np.ascontiguousarray(getattr(fast, key)), np.ascontiguousarray(getattr(slow, key))
         assert x.dtype == y.dtype and x.shape == y.shape, key
         assert x.tobytes() == y.tobytes(), key
-
-
-def assert_same_protein(a: Protein, b: Protein) -> None:
-    for key in PROTEIN_FIELDS:
-        x, y = getattr(a, key), getattr(b, key)
-        assert x.dtype == y.dtype, key
-        np.testing.assert_array_equal(x, y, err_msg=key)
-    assert a.missing_ca == b.missing_ca
 
 
 def protein(records: AtomRecords) -> Protein:
@@ -125,24 +111,13 @@ def gemmi_cif(path, *, entities: bool = False) -> bytes:
     return structure.make_mmcif_document().as_string().encode()
 
 
-def biopython_cif(path) -> bytes:
-    """Return mmCIF text written by Biopython's MMCIFIO from a PDB file (aligned columns)."""
-    with gzip.open(path, "rt") as handle:
-        structure = PDBParser(QUIET=True).get_structure(path.name, handle)
-    writer = MMCIFIO()
-    writer.set_structure(structure)
-    out = io.StringIO()
-    writer.save(out)
-    return out.getvalue().encode()
-
-
 # --- real chains --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("writer", ["gemmi", "gemmi-entities", "biopython"])
 def test_real_chains_match_gemmi(structure_path, writer, monkeypatch):
     if writer == "biopython":
-        data = biopython_cif(structure_path)
+        data = mmcif_from_pdb(structure_path)
     else:
         data = gemmi_cif(structure_path, entities=writer == "gemmi-entities")
     fast = check(data, biopython=writer == "biopython")  # Biopython misreads gemmi's altloc rows ("defined twice")

@@ -11,20 +11,14 @@ import numpy as np
 import pytest
 import torch
 from Bio.PDB import MMCIFIO, PDBParser
+from testing_utils import PROTEIN_FIELDS as FIELDS
+from testing_utils import assert_same_protein as assert_same
+from testing_utils import mmcif_from_pdb
 
 from siamdiff_hf.protein import InvalidStructureError, Protein, parse_structure
 from siamdiff_hf.protein import constants as C
 
-FIELDS = ("residue_type", "atom_positions", "atom_mask", "residue_number", "insertion_code", "chain_id", "b_factor")
 BACKENDS = ("gemmi", "biopython")
-
-
-def assert_same(a: Protein, b: Protein) -> None:
-    for key in FIELDS:
-        x, y = getattr(a, key), getattr(b, key)
-        assert x.dtype == y.dtype, key
-        np.testing.assert_array_equal(x, y, err_msg=key)
-    assert a.missing_ca == b.missing_ca
 
 
 def atom(record, serial, name, resname, chain, resnum, xyz, *, icode="", alt="", occ=1.0, b=20.0, element=None):
@@ -56,17 +50,6 @@ def parse_both(data: bytes, **kw) -> Protein:
     b = Protein.from_bytes(data, format=None, name="synthetic.pdb", backend="biopython", **kw)
     assert_same(a, b)
     return a
-
-
-def mmcif_from_pdb(path) -> bytes:
-    """Return mmCIF text written by Biopython's MMCIFIO from a PDB file."""
-    with gzip.open(path, "rt") as handle:
-        structure = PDBParser(QUIET=True).get_structure(path.name, handle)
-    writer = MMCIFIO()
-    writer.set_structure(structure)
-    out = io.StringIO()
-    writer.save(out)
-    return out.getvalue().encode()
 
 
 # --- real structures ------------------------------------------------------------------------------------------
