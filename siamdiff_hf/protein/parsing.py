@@ -263,7 +263,11 @@ def _protein_from_columns(columns: AtomRecords | None, source: str, protein_id: 
     new_run = _first_of_run(chain, resnum, icode, resname)
     run_start = np.flatnonzero(new_run)
     run_of = np.cumsum(new_run) - 1  # atom -> run
-    simple = _simple_layout_protein(columns, kept, code, chain, resnum, icode, resname, run_start, run_of, protein_id)
+    residue_class, run_resname, renames = _RESIDUE_NAMES.lookup(resname[run_start])
+    simple = _simple_layout_protein(
+        columns, kept, code, chain, resnum, icode, residue_class[run_resname], bool(renames), run_start, run_of,
+        protein_id,
+    )  # fmt: skip
     if simple is not None:
         return simple
 
@@ -273,7 +277,6 @@ def _protein_from_columns(columns: AtomRecords | None, source: str, protein_id: 
     key = (chain_rank << 40) | ((resnum[run_start].astype(np.int64) + 2**31) << 8) | icode[run_start]
     residue_keys, residue_first, run_residue = _unique(key)
     residue_rank = residue_keys >> 40
-    residue_class, run_resname, renames = _RESIDUE_NAMES.lookup(resname[run_start])
     variant_keys, variant_first, run_variant = _unique(run_residue.astype(np.int64) * len(residue_class) + run_resname)
     variant_residue, variant_resname = np.divmod(variant_keys, len(residue_class))
     variant_of = run_variant[run_of]
@@ -358,7 +361,17 @@ def _protein_from_columns(columns: AtomRecords | None, source: str, protein_id: 
 
 
 def _simple_layout_protein(
-    columns: AtomRecords, kept, code, chain, resnum, icode, resname, run_start, run_of, protein_id: str
+    columns: AtomRecords,
+    kept,
+    code,
+    chain,
+    resnum,
+    icode,
+    residue_type,
+    renamed: bool,
+    run_start,
+    run_of,
+    protein_id: str,
 ) -> Protein | None:
     """Return what the rules give for the common layout, in a third of the operations; None for other layouts.
 
@@ -375,9 +388,7 @@ def _simple_layout_protein(
     residue_key = ((resnum[run_start].astype(np.int64) + 2**31) << 8) | icode[run_start]
     if ((run_chain[1:] == run_chain[:-1]) & (residue_key[1:] <= residue_key[:-1])).any():
         return None
-    classes, name_index, renames = _RESIDUE_NAMES.lookup(resname[run_start])
-    residue_type = classes[name_index]
-    if renames or residue_type.min() < 0 or np.count_nonzero(code == _CA_CODE) != len(run_start):
+    if renamed or residue_type.min() < 0 or np.count_nonzero(code == _CA_CODE) != len(run_start):
         return None
     if np.bincount(run_of * len(_NAME_TABLE) + code).max() > 1:  # an atom name listed twice in a residue
         return None
@@ -486,7 +497,8 @@ class _ResidueNameTable:
         self._table = self._build(np.concatenate([names, new]), np.concatenate([classes, added]).astype(np.int64))
         return self._table  # one assignment: a concurrent reader sees the old or the new table
 
-    def _build(self, names: np.ndarray, classes: np.ndarray):
+    def _build(self, names: np.ndarray, classes: np.ndarray) -> tuple:
+        """Return the (sorted names, their classes, (index, old, new) renames) table of these names."""
         order = np.argsort(names)
         names, classes = names[order], classes[order]
         names.flags.writeable = classes.flags.writeable = False  # shared by every call: read only
