@@ -88,8 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-length", type=int, default=None, help="drop structures longer than this")
     parser.add_argument("--min-plddt", type=float, default=None, help="drop structures with a lower mean pLDDT")
     parser.add_argument("--backend", choices=BACKENDS, default="gemmi", help="parser (default gemmi)")
-    parser.add_argument("--prefer", choices=("cif", "pdb"), default="cif",
-                        help="format kept when an entry has both (AFDB tars do; default cif)")  # fmt: skip
+    parser.add_argument("--prefer", choices=("cif", "pdb"), default="pdb",
+                        help="format kept when an entry has both (AFDB tars do; default pdb)")  # fmt: skip
     parser.add_argument("--files-per-shard", type=int, default=1000, help="loose files per input shard")
     parser.add_argument("--layout", choices=("arrays", "packed"), default="arrays",
                         help="arrays (default: datasets Array3D columns) or packed (raw bytes, ~5x faster to read)")

@@ -37,7 +37,7 @@ from siamdiff_hf.data.afdb import (
     generate_examples,
 )
 from siamdiff_hf.data.packed import check_layout, packed_table
-from siamdiff_hf.data.sources import TAR_SUFFIXES, SourceUnit, resolve_sources
+from siamdiff_hf.data.sources import DEFAULT_PREFER, TAR_SUFFIXES, SourceUnit, resolve_sources
 from siamdiff_hf.protein.parsing import check_backend
 
 ROW_GROUP_SIZE = 64  # rows per Parquet row group: bounds the memory of a streaming read (~0.2 MB per 400 residues)
@@ -201,7 +201,7 @@ def prepare_afdb(
     min_plddt: float | None = None,
     filters: StreamFilters | None = None,
     backend: str = "gemmi",
-    prefer: str = "cif",
+    prefer: str = DEFAULT_PREFER,
     files_per_shard: int = 1000,
     layout: str = "arrays",
     progress: bool = True,

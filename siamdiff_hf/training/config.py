@@ -84,6 +84,8 @@ class DataConfig:
     crop_length: random contiguous crop in residues; None takes the paper's (150 residue, 100 atom level).
     shuffle_buffer_size: 1 shuffles shard order only, the one setting datasets resumes exactly; larger buffers
         mix more but lose the buffer content on resume.
+    prefer: ``pdb`` or ``cif``, the file read where an entry has both (AlphaFold DB tars); AFDB models give the
+        same arrays from either, and the PDB file is the faster to read.
     processor: extra `ProteinStructureProcessor` arguments (e.g. ``include_esm_tokens: true`` for ESM-GearNet).
     """
 
@@ -95,6 +97,7 @@ class DataConfig:
     max_length: int | None = None
     min_plddt: float | None = None
     backend: str = "gemmi"
+    prefer: str = "pdb"
     files_per_shard: int = 1000
     shuffle: bool = True
     shuffle_buffer_size: int = 1
@@ -296,6 +299,8 @@ def validate(config: PretrainConfig, *, check_sources: bool = True) -> None:
             raise ConfigError("data.prefetch_factor", "needs data.num_workers > 0 (the main process parses in step)")
     if data.backend not in ("gemmi", "biopython"):
         raise ConfigError("data.backend", f"must be 'gemmi' or 'biopython', got {data.backend!r}")
+    if data.prefer not in ("pdb", "cif"):
+        raise ConfigError("data.prefer", f"must be 'pdb' or 'cif', got {data.prefer!r}")
     check_processor(data.processor)
     if check_sources:
         for i, source in enumerate(data.sources):

@@ -42,7 +42,8 @@ def make_stream(config: PretrainConfig, accelerator: Accelerator) -> StructureSt
     counts = StreamCounts()  # this rank's stream counts (in the main process; workers keep their own)
     dataset = load_afdb([resolve_source(s) for s in data.sources], min_length=data.min_length,
                         max_length=data.max_length, min_plddt=data.min_plddt, backend=data.backend,
-                        files_per_shard=data.files_per_shard, report_skips=True, counts=counts)  # fmt: skip
+                        prefer=data.prefer, files_per_shard=data.files_per_shard, report_skips=True,
+                        counts=counts)  # fmt: skip
     if data.shuffle:  # the same seed on every rank, so that the ranks split one order
         dataset = dataset.shuffle(seed=config.seed, buffer_size=data.shuffle_buffer_size)
     if accelerator.num_processes > 1:

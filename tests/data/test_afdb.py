@@ -40,7 +40,7 @@ from siamdiff_hf.protein import parse_structure
 ARRAY_KEYS = ("residue_type", "atom_positions", "atom_mask", "plddt")
 
 
-def direct(entry, fmt: str = "cif", backend: str = "gemmi") -> dict:
+def direct(entry, fmt: str = "pdb", backend: str = "gemmi") -> dict:
     """The example of ``entry`` parsed directly, without the stream."""
     protein = parse_structure(getattr(entry, f"{fmt}_gz"), format=fmt, id=entry.id, backend=backend)
     return {"id": protein.id, "residue_type": protein.residue_type, "atom_positions": protein.atom_positions,
@@ -80,9 +80,11 @@ def test_stream_from_path_file_url_and_http_matches_direct_parsing(tars):
             for example, want, entry in zip(examples, expected, entries):
                 assert_same(example, want)
                 np.testing.assert_allclose(example["plddt"], entry.plddt, atol=1e-3)
-    # the other format of each entry and the Biopython backend give the same arrays
-    for example, entry in zip(load_afdb(tars[0], prefer="pdb", backend="biopython"), entries):
-        assert_same(example, direct(entry, "pdb", "biopython"))
+    # the default reads each entry's PDB member; its mmCIF member (gemmi or Biopython) gives the same arrays
+    for backend in ("gemmi", "biopython"):
+        for example, entry in zip(load_afdb(tars[0], prefer="cif", backend=backend), entries):
+            assert_same(example, direct(entry, "pdb"))
+            assert_same(example, direct(entry, "cif", backend))
 
 
 def test_directories_globs_numpy_torch_and_map_style(tmp_path):
@@ -121,13 +123,15 @@ def test_filters_and_unopenable_sources(tars, tmp_path):
 
 
 def _complete_entries(path: Path) -> list[str]:
-    """Ids whose preferred (cif) member is complete in a possibly truncated tar."""
-    ids = []
+    """Ids with a complete member in a possibly truncated tar (the stream delivers an entry's preferred member, or
+    the other one where the tar ends inside the preferred one)."""
+    ids: list[str] = []
     with contextlib.suppress(tarfile.ReadError, EOFError), tarfile.open(path, "r|") as archive:
         for member in archive:
             archive.extractfile(member).read()
-            if member.name.endswith(".cif.gz"):
-                ids.append(member.name[: -len(".cif.gz")])
+            entry = member.name.split(".")[0]
+            if entry not in ids:
+                ids.append(entry)
     return ids
 
 
@@ -156,7 +160,7 @@ def test_corrupt_member_truncated_tar_and_garbage_are_skipped_and_counted(tmp_pa
     assert counts["parse_error"] + counts["invalid_structure"] == 2  # the atom-less member and the junk file
     assert sum(int(e["num_skipped"]) for e in examples) == 4  # every failure precedes a delivered example
     messages = "\n".join(record.getMessage() for record in caplog.records)
-    for name in (f"{bad.id}.cif.gz", "truncated.tar", "AF-QTEXT", "AF-A0JUNK"):
+    for name in (f"{bad.id}.pdb.gz", "truncated.tar", "AF-QTEXT", "AF-A0JUNK"):
         assert name in messages
 
 

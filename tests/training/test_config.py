@@ -85,6 +85,7 @@ def test_overrides_and_bundled_source():
         (["data.processor.crop=3"], "data.processor.crop", "unknown key"),
         (["training.mixed_precision=fp8"], "training.mixed_precision", "must be"),
         (["optimizer.lr_scheduler=cosinus"], "optimizer.lr_scheduler", "must be"),
+        (["data.prefer=mmcif"], "data.prefer", "must be"),
         (["stages.1.gamma=1.5"], "stages.1.gamma", "[0, 1]"),
         (["data"], "data", "key=value"),
         (["model.sequence_model_from=esm2"], "model.sequence_model_from", "esm_gearnet"),
