@@ -127,14 +127,15 @@ def _parse_bytes(data: bytes, *, fmt: str | None, name: str, chain, backend: str
         raise
     except Exception as err:  # parser errors come in many types (ValueError, RuntimeError, KeyError, ...)
         raise InvalidStructureError(name, f"cannot parse as {fmt} ({type(err).__name__}: {err})") from err
-    if columns is not None and fmt == "pdb" and _has_zero_coordinate(protein):
+    if columns is not None and fmt == "pdb" and _has_zero_coordinate(columns):
         _check_zero_records(data, name, columns)  # gemmi writes 0.0 for unparsable numbers
     return _finish(protein, name, chain)
 
 
-def _has_zero_coordinate(protein: Protein) -> bool:
-    """Return True if a present atom has a coordinate exactly 0.0 (absent atoms are all zeros in parsed arrays)."""
-    return np.count_nonzero(protein.atom_positions) < 3 * np.count_nonzero(protein.atom_mask)
+def _has_zero_coordinate(columns: AtomRecords) -> bool:
+    """Return True if a record (kept or not: the Biopython backend rejects a bad coordinate in any record) has a
+    coordinate exactly 0.0."""
+    return np.count_nonzero(columns.pos) < columns.pos.size
 
 
 def _parse_biopython_object(structure: Any, *, chain, id: str | None) -> Protein:
@@ -232,11 +233,13 @@ def _gemmi_records(data: bytes, fmt: str) -> AtomRecords | None:
     flat = gemmi.FlatStructure(structure)
 
     # resnums, icodes, occ, pos, b_iso and serials are strided views into gemmi's atom structs (128 bytes apart):
-    # the columns the rules scan repeatedly are copied contiguous once; pos, b and serial are only gathered from
+    # the columns the rules scan are copied contiguous once (pos too: it is converted and screened for zeros
+    # whole); b and serial are only gathered from
     return AtomRecords(
         chain=names_as_int(flat.chain_ids), resnum=np.ascontiguousarray(flat.resnums),
         icode=np.ascontiguousarray(flat.icodes).view(np.uint8), resname=names_as_int(flat.residue_names),
-        name=names_as_int(flat.atom_names), occ=np.ascontiguousarray(flat.occ), pos=flat.pos, b=flat.b_iso,
+        name=names_as_int(flat.atom_names), occ=np.ascontiguousarray(flat.occ), pos=np.ascontiguousarray(flat.pos),
+        b=flat.b_iso,
         serial=flat.serials,
     )  # fmt: skip
 
@@ -539,7 +542,7 @@ def _check_zero_records(data: bytes, source: str, columns: AtomRecords) -> None:
     serial does not identify its record (none, hybrid-36, duplicates, a record that reads differently), every
     record is screened instead (`_check_pdb_coordinates`).
     """
-    zero = np.flatnonzero((columns.pos == 0).any(axis=1))
+    zero = np.unique(np.flatnonzero(columns.pos.reshape(-1) == 0) // 3)  # records with a 0.0 coordinate
     if columns.serial is None or len(zero) > _MAX_TARGETED:
         return _check_pdb_coordinates(data, source)
     for index in zero.tolist():

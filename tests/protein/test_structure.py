@@ -534,3 +534,14 @@ def test_exact_zero_coordinates_are_checked_by_serial():
         unnamed[2] = unnamed[2][:6] + serial + unnamed[2][11:]
         with pytest.raises(InvalidStructureError, match="invalid coordinate in record"):
             Protein.from_bytes(pdb_text(unnamed), format="pdb", name="bad.pdb")
+
+
+def test_a_bad_coordinate_in_a_record_not_kept_is_an_error_in_both_backends():
+    """A water's unparsable coordinate (which gemmi reads as 0.0) fails the file, as in Biopython, though the water
+    itself would be dropped and no kept atom has a 0.0."""
+    lines = _numbered(residue_lines("GLY", "A", 1, ["N", "CA", "C", "O"], origin=1.0))
+    water = residue_lines("HOH", "A", 2, ["O"], record="HETATM", origin=9.0)[0]
+    lines += _numbered([*lines, water[:30] + "   x.yz " + water[38:]])[-1:]
+    for backend in ("gemmi", "biopython"):
+        with pytest.raises(InvalidStructureError, match=r"bad\.pdb.*coordinate"):
+            Protein.from_bytes(pdb_text(lines), format="pdb", name="bad.pdb", backend=backend)
