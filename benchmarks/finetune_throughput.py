@@ -110,9 +110,11 @@ def bench(name: str, setup: dict, repeats: int, bf16: bool) -> dict:
     ratios = {}
     if bf16:
         ratios["bf16_speedup_over_fp32"] = statistics.median(
-            [a / b for a, b in zip(times["full_fp32"], times["full_bf16"], strict=True)])
+            [a / b for a, b in zip(times["full_fp32"], times["full_bf16"], strict=True)]
+        )
     ratios["frozen_cached_speedup_over_full_fp32"] = statistics.median(
-        [a / b for a, b in zip(times["full_fp32"], times["frozen_cached"], strict=True)])
+        [a / b for a, b in zip(times["full_fp32"], times["frozen_cached"], strict=True)]
+    )
     result["ratios"] = ratios
     print(name, {k: round(v["proteins_per_s"], 2) for k, v in result["steps"].items()}, ratios)
     return result
@@ -125,8 +127,12 @@ def main() -> None:
     parser.add_argument("--setups", nargs="+", default=["ec_residue", "psr_atom"])
     parser.add_argument("--ec-crop", type=int, default=300)
     parser.add_argument("--psr-crop", type=int, default=150)
-    parser.add_argument("--bf16-setups", nargs="*", default=None,
-                        help="setups also timed under bf16 autocast (default: all; slow on CPUs without native BF16)")
+    parser.add_argument(
+        "--bf16-setups",
+        nargs="*",
+        default=None,
+        help="setups also timed under bf16 autocast (default: all; slow on CPUs without native BF16)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chosen = setups(args.ec_crop, args.psr_crop)

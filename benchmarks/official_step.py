@@ -323,8 +323,11 @@ def main() -> None:
     parser.add_argument("--reference-python", default=str(DEFAULT_REFERENCE_PYTHON))
     parser.add_argument("--siamdiff-repo", type=Path, default=DEFAULT_SIAMDIFF_REPO, help="bare git mirror")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "official_step.json")
-    parser.add_argument("--reuse-freed-memory", action="store_true",
-                        help="both sides with siamdiff_hf/training/memory.py's allocator setting")
+    parser.add_argument(
+        "--reuse-freed-memory",
+        action="store_true",
+        help="both sides with siamdiff_hf/training/memory.py's allocator setting",
+    )
     # worker mode (internal)
     parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)

@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 
-
 def _tensor(x: Any, name: str) -> torch.Tensor:
     """Return `x` as a float64 CPU tensor (tensors, numpy arrays and lists)."""
     try:

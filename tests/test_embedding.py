@@ -126,8 +126,14 @@ def test_parquet_keeps_insertion_codes_b_factors_and_run_metadata(tmp_path, resi
     assert row["b_factor"] == pytest.approx([10.0 + i for i in range(num_residues)])
     assert len(row["residue_embeddings"]) == num_residues  # 52, 52A and 52B are three residues
     metadata = read_embedding_metadata(output)
-    assert metadata == {"model": str(residue_model_dir), "model_type": "gearnet", "level": "residue",
-                        "pooling": "sum", "embedding_dim": 16, "siamdiff_hf_version": siamdiff_hf.__version__}
+    assert metadata == {
+        "model": str(residue_model_dir),
+        "model_type": "gearnet",
+        "level": "residue",
+        "pooling": "sum",
+        "embedding_dim": 16,
+        "siamdiff_hf_version": siamdiff_hf.__version__,
+    }
 
 
 def test_pooling_mean_divides_the_sum_by_the_length(tmp_path, residue_model_dir):

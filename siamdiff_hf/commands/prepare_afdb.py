@@ -91,8 +91,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--prefer", choices=("cif", "pdb"), default="pdb",
                         help="format kept when an entry has both (AFDB tars do; default pdb)")  # fmt: skip
     parser.add_argument("--files-per-shard", type=int, default=1000, help="loose files per input shard")
-    parser.add_argument("--layout", choices=("arrays", "packed"), default="arrays",
-                        help="arrays (default: datasets Array3D columns) or packed (raw bytes, ~5x faster to read)")
+    parser.add_argument(
+        "--layout",
+        choices=("arrays", "packed"),
+        default="arrays",
+        help="arrays (default: datasets Array3D columns) or packed (raw bytes, ~5x faster to read)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser

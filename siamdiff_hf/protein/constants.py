@@ -120,6 +120,7 @@ def ids_to_sequence(residue_type: np.ndarray) -> str:
     """Return the one-letter sequence of residue ids ('X' for unknown)."""
     return "".join(RESIDUE_LETTERS[i] if i < NUM_RESIDUE_TYPES else "X" for i in np.asarray(residue_type).tolist())
 
+
 # Label of residues / examples that no loss or metric counts: transformers' `CrossEntropyLoss(ignore_index=-100)`
 # convention, which Trainer also uses to pad per-residue predictions.
 IGNORE_INDEX: int = -100

@@ -29,7 +29,6 @@ class InvalidStructureError(ValueError):
         return type(self), (self.source, self.reason)
 
 
-
 @dataclass(eq=False, repr=False)
 class Protein:
     """One protein structure as numpy arrays over its L residues (atom37 layout, TorchDrug residue ids).
@@ -321,4 +320,3 @@ def _draw_start(num_starts: int, generator) -> int:
     if generator is None or isinstance(generator, torch.Generator):
         return int(torch.randint(num_starts, (1,), generator=generator).item())
     raise TypeError(f"generator must be a numpy or torch Generator, an int seed or None, not {type(generator)}")
-

@@ -314,8 +314,11 @@ class FinetuneTrainer(Trainer):
         """Return the optimizer over the head's parameter groups (ESM-GearNet: ESM at its learning-rate ratio)."""
         if self.optimizer is None:
             model = self.model
-            groups = model.parameter_groups(self.args.learning_rate) if hasattr(model, "parameter_groups") else \
-                [{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.args.learning_rate}]
+            groups = (
+                model.parameter_groups(self.args.learning_rate)
+                if hasattr(model, "parameter_groups")
+                else [{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.args.learning_rate}]
+            )
             for group in groups:
                 group.setdefault("weight_decay", self.args.weight_decay)
             optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)

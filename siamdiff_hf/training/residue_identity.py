@@ -23,7 +23,13 @@ from ..protein.constants import CA_INDEX, IGNORE_INDEX, NUM_RESIDUE_TYPES, RESID
 
 TASK = "residue-identity"
 TASK_INFO = DownstreamTask(
-    TASK, "residue", "single_label_classification", NUM_RESIDUE_TYPES, "accuracy", ("accuracy",), True,
+    TASK,
+    "residue",
+    "single_label_classification",
+    NUM_RESIDUE_TYPES,
+    "accuracy",
+    ("accuracy",),
+    True,
     "residue environments of the PDB chains bundled with siamdiff-hf (siamdiff_hf/resources/structures)",
 )
 

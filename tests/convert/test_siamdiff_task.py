@@ -27,7 +27,7 @@ def task_state_dict(model: SiamDiffForPreTraining, alphas: torch.Tensor) -> dict
     """The official task layout: `model.*` encoder keys, the three heads under their own names, `alphas`."""
     state = {}
     for key, value in model.state_dict().items():
-        state[f"model.{key[len('encoder.'):]}" if key.startswith("encoder.") else key] = value.clone()
+        state[f"model.{key[len('encoder.') :]}" if key.startswith("encoder.") else key] = value.clone()
     state["alphas"] = alphas
     return state
 

@@ -141,10 +141,21 @@ def test_objective_is_generic():
         (["model.objective=bert"], "model.objective", "unknown pre-training objective"),
         (["model.objective=distance_prediction", "model.siamdiff={}"], "stages.0.beta_start", "no beta_start"),
         (["model.objective=distance_prediction"], "model.siamdiff", "objective_settings"),
-        (["model.objective=distance_prediction", "model.siamdiff={}", "stages=[{max_steps: 1}]",
-          "model.objective_settings.gama=1"], "model.objective_settings.gama", "unknown key"),
-        (["model.objective_settings.use_mutual_information=false"], "model.siamdiff.use_mutual_information",
-         "disagrees"),
+        (
+            [
+                "model.objective=distance_prediction",
+                "model.siamdiff={}",
+                "stages=[{max_steps: 1}]",
+                "model.objective_settings.gama=1",
+            ],
+            "model.objective_settings.gama",
+            "unknown key",
+        ),
+        (
+            ["model.objective_settings.use_mutual_information=false"],
+            "model.siamdiff.use_mutual_information",
+            "disagrees",
+        ),
     ],
 )
 def test_bad_objective_names_the_key(overrides, key, words):

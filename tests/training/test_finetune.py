@@ -282,14 +282,20 @@ def test_protocol_arguments():
         (["seeds=[]"], "seeds", "missing"),
         (["mixed_precision=fp8"], "mixed_precision", "must be one of"),
         (["reuse_freed_memory=3"], "reuse_freed_memory", "expected true or false"),
-        (["data.global_batch_size=6", "training.per_device_train_batch_size=4"], "data.global_batch_size",
-         "not a multiple"),
+        (
+            ["data.global_batch_size=6", "training.per_device_train_batch_size=4"],
+            "data.global_batch_size",
+            "not a multiple",
+        ),
         (["data.processor.crop=3"], "data.processor.crop", "unknown key"),
         (["data.options.target_per_protein=3"], "data.options.target_per_protein", "unknown key"),
         (["model.head.num_mlp_layers=2"], "model.head.num_mlp_layers", "num_mlp_layer"),
         (["data.task=ec"], "data.root", "missing"),
-        (["model.encoder=me/encoder", "data.task=ec", "data.options={}", "data.root=/no/such/data"], "data.root",
-         "no such file"),
+        (
+            ["model.encoder=me/encoder", "data.task=ec", "data.options={}", "data.root=/no/such/data"],
+            "data.root",
+            "no such file",
+        ),
     ],
 )
 def test_bad_config_names_the_key(overrides, key, words):
