@@ -14,7 +14,8 @@ Reads the AlphaFold DB models in ``../shared/data/afdb`` (beside the repository;
 * ``memory``: resident memory of one process streaming ``--long`` structures from Parquet (and a shorter tar
   stream), sampled along the way: it must stay flat.
 
-Stream rates are the median of three passes (all three recorded): the same pass varies by up to 30% here.
+Stream rates are the median and the best of five passes (all recorded): the same pass varies by up to 1.6x here
+within minutes (not CPU steal: the process's CPU time varies with its wall time).
 
 The machine may be shared: the JSON records the load average; compare ratios, not absolute rates.
 Writes ``benchmarks/results/data_pipeline.json`` (``data_pipeline_quick.json`` with ``--quick``, whose 28-structure
@@ -123,10 +124,15 @@ def write_tar(path: Path, models: dict[str, dict[str, bytes]], copies: int) -> i
     return count
 
 
-def median_of(measure, dataset, passes: int = 3) -> dict:
-    """Return the pass of ``measure(dataset)`` with the median rate, and every pass's rate (the machine is noisy)."""
+def median_of(measure, dataset, passes: int = 5) -> dict:
+    """Return the pass of ``measure(dataset)`` with the median rate, every pass's rate and the best one.
+
+    The machine is noisy: the same code streams at rates up to 1.6x apart minutes apart, and interference only ever
+    slows a pass down, so the best pass is the closest to what the code itself costs (as `timeit` advises for its
+    minimum); the median is what a pass gave typically while this run lasted."""
     runs = sorted((measure(dataset) for _ in range(passes)), key=lambda run: run["structures_per_s"])
-    return {**runs[len(runs) // 2], "passes_structures_per_s": [run["structures_per_s"] for run in runs]}
+    rates = [run["structures_per_s"] for run in runs]
+    return {**runs[len(runs) // 2], "passes_structures_per_s": rates, "best_structures_per_s": rates[-1]}
 
 
 def rate(dataset, limit: int | None = None) -> dict:
@@ -248,14 +254,16 @@ def main() -> None:
         results["memory_parquet"] = memory_profile(parquet, args.long)
         results["memory_tar"] = memory_profile(load_afdb(tar, prefer="pdb"), max(args.long // 10, entries))
         print(results["memory_parquet"], results["memory_tar"], flush=True)
+    streams = {f"tar_{p}{c}": (f"tar_{p}_1_worker{c}", 300) for p in ("cif", "pdb") for c in ("", "_collated")}
+    streams |= {"parquet_arrays_collated": ("parquet_1_worker_collated", 1000),
+                "parquet_packed_collated": ("parquet_packed_1_worker_collated", 1000)}  # fmt: skip
     results["targets"] = {
-        "parse_within_2x_of_gemmi": {case: r["ratio_median"] <= 2 for case, r in results["parse"].items()},
-        "tar_300_per_s_per_worker": {
-            p: results[f"tar_{p}_1_worker"]["structures_per_s"] >= 300 for p in ("cif", "pdb")
+        "parse_within_2x_of_gemmi (median, best)": {
+            case: [r["ratio_median"] <= 2, r["ratio_best"] <= 2] for case, r in results["parse"].items()
         },
-        "parquet_1000_per_s_per_worker_collated": {
-            layout: results[key]["structures_per_s"] >= 1000
-            for layout, key in (("arrays", "parquet_1_worker_collated"), ("packed", "parquet_packed_1_worker_collated"))
+        "stream_rate_per_worker (median, best pass)": {
+            name: [results[key]["structures_per_s"] >= goal, results[key]["best_structures_per_s"] >= goal]
+            for name, (key, goal) in streams.items()
         },
     }
     results["note"] = (

@@ -1,7 +1,8 @@
 """One full SiamDiff step (both trajectories, forward + backward) and where its time goes.
 
 Residue GearNet-Edge at 16 x 150 and atom GearNet-Edge at 32 x 100 (the paper's per-GPU batches), fp32 and bf16
-autocast, CPU with 2 threads by default. The shares come from the profiler ranges the model opens
+autocast (bf16 by default only where it is native: CUDA, or a CPU with AVX512-BF16/AMX), CPU with 2 threads by
+default. The shares come from the profiler ranges the model opens
 (`siamdiff.conformer`, `siamdiff.graph_construction`, `siamdiff.encoder`, `siamdiff.heads`); the backward pass is
 reported apart. Writes benchmarks/results/pretrain_step_<device>.json.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import time
 
 import torch
@@ -25,6 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import AutoConfig, AutoModelForPreTraining
 
 from siamdiff_hf import GearNetConfig, SiamDiffConfig, SiamDiffForPreTraining
+from siamdiff_hf.training.precision import cpu_has_native_bf16
 
 SETUPS = {"residue": (16, 150), "atom": (32, 100)}
 # Paper Table 5: (max length, batch per GPU) at residue and atom level; multiview contrast has no max length.
@@ -79,6 +82,8 @@ def bench(name: str, level: str, precision: str, device: str) -> dict:
     shares["backward"] = (total - forward) / total
     return {
         "batch": f"{num_proteins} x {crop}",
+        # the process's peak resident memory so far (this step's peak where it is the largest step run yet)
+        "peak_rss_gb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "step_s": total,
         "proteins_per_s": num_proteins / total,
         "share_of_profiled_step": shares,
@@ -116,7 +121,13 @@ def main() -> None:
     parser.add_argument("--objectives", action="store_true", help="time the baseline objectives instead")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the Table 5 batch (--objectives)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
+                        help="default: fp32, and bf16 where it pays (CUDA, or a CPU with native BF16: elsewhere it is "
+                        "emulated, ~10x slower than fp32)")  # fmt: skip
     args = parser.parse_args()
+    if args.precisions is None:
+        native = args.device != "cpu" or cpu_has_native_bf16()
+        args.precisions = ["fp32", "bf16"] if native else ["fp32"]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.objectives:
@@ -130,7 +141,7 @@ def main() -> None:
     results = {}
     for name in args.encoders:
         for level in args.levels if name == "gearnet" else ["atom"]:
-            for precision in ("fp32", "bf16"):
+            for precision in args.precisions:
                 key = f"{name}_{level}_{precision}"
                 results[key] = bench(name, level, precision, args.device)
                 print(key, results[key])
