@@ -301,6 +301,35 @@ def test_workers_parse_ahead_with_prefetch_factor(tmp_path):
     assert len(seen) == len(list((ROOT / "siamdiff_hf" / "resources" / "structures").glob("*.pdb.gz")))
 
 
+@pytest.mark.parametrize("prefer", ["pdb", "cif"])
+def test_data_prefer_picks_the_file_read_where_an_entry_has_both(tmp_path, prefer):
+    """data.prefer reaches the stream: one entry id with a .pdb and a .cif of different chains (to tell them apart)."""
+    import gzip
+
+    import numpy as np
+    from accelerate import Accelerator
+    from testing_utils import mmcif_from_pdb
+
+    from siamdiff_hf import parse_structure
+    from siamdiff_hf.training import load_config
+    from siamdiff_hf.training.stream import make_stream
+
+    bundled = ROOT / "siamdiff_hf" / "resources" / "structures"
+    files = {
+        "pdb": gzip.decompress((bundled / "2xcjA.pdb.gz").read_bytes()),
+        "cif": mmcif_from_pdb(bundled / "1mr1D.pdb.gz"),
+    }
+    for fmt, data in files.items():
+        (tmp_path / f"AF-QBOTH-F1-model_v4.{fmt}").write_bytes(data)
+    overrides = [*TINY, f"output_dir={tmp_path / 'out'}", f"data.sources=[{tmp_path}]", f"data.prefer={prefer}",
+                 "data.batch_size=1", "data.random_crop=false", "data.shuffle=false"]  # fmt: skip
+    config = load_config(QUICKSTART, overrides)
+    inputs, ids = next(make_stream(config, Accelerator(cpu=True)))
+    expected = parse_structure(files[prefer], format=prefer).residue_type[:60]
+    assert ids == ["AF-QBOTH-F1-model_v4"]
+    np.testing.assert_array_equal(inputs["residue_type"].numpy(), expected)
+
+
 @pytest.mark.parametrize("setting, calls", [("true", 1), ("false", 0)])
 def test_cpu_runs_reuse_freed_memory_when_asked(tmp_path, monkeypatch, setting, calls):
     """training.reuse_freed_memory (default false) makes a CPU run keep freed blocks (`training/memory.py`)."""
