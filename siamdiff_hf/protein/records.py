@@ -1,8 +1,9 @@
 """`AtomRecords`: a structure's atom records as parallel arrays, the input of the parsing rules.
 
-Every reader that builds a `Protein` from atom records fills one: gemmi's ``FlatStructure`` export, the numpy
-PDB and mmCIF readers (`pdb_records`, `cif_records`) and the ATOM3D atom-frame reader. The rules that turn records
-into residues (`parsing._protein_from_columns`) depend only on these arrays and on the records' order.
+Every reader that builds a `Protein` from atom records fills one: gemmi's ``FlatStructure`` export (PDB files, and
+mmCIF files the fast path defers), the numpy mmCIF reader (`cif_records`) and the ATOM3D atom-frame reader. The
+rules that turn records into residues (`parsing._protein_from_columns`) depend only on these arrays and on the
+records' order.
 """
 
 from __future__ import annotations
